@@ -1,0 +1,166 @@
+//! Configuration from the environment (SPEC §4). Every variable has a default
+//! so that `facecompare serve` runs with no configuration at all.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+
+/// A per-organisation request budget: `per_window` requests per `window`,
+/// admitted as a burst of `per_window` and refilled at that rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_window: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// Parses `N/s`, `N/min` or `N/h` (also `N/sec`, `N/m`, `N/hour`).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let (n, unit) = s
+            .trim()
+            .split_once('/')
+            .with_context(|| format!("rate limit {s:?}: expected N/s, N/min or N/h"))?;
+        let per_window: u32 = n
+            .trim()
+            .parse()
+            .with_context(|| format!("rate limit {s:?}: {n:?} is not a whole number"))?;
+        if per_window == 0 {
+            bail!("rate limit {s:?}: N must be at least 1");
+        }
+        let window = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => bail!("rate limit {s:?}: unknown unit {other:?} (use s, min or h)"),
+        };
+        Ok(Self { per_window, window })
+    }
+
+    /// The canonical text form, e.g. `60/min`.
+    pub fn to_text(&self) -> String {
+        let unit = match self.window.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "h",
+            _ => return format!("{}/{}s", self.per_window, self.window.as_secs()),
+        };
+        format!("{}/{unit}", self.per_window)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Custom endpoint (MinIO, s3s); path-style addressing is used then.
+    pub endpoint: Option<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// True when no database URL was given: `serve` then bootstraps a `default` org.
+    pub embedded_default: bool,
+    pub threshold: f64,
+    pub token_cost: i64,
+    pub rate_limit: RateLimit,
+    pub s3: Option<S3Config>,
+    pub models_dir: PathBuf,
+    pub pack: String,
+    /// Inference workers (one ONNX Runtime session set each).
+    pub workers: usize,
+    /// Intra-op threads per ONNX Runtime session.
+    pub intra_threads: usize,
+    /// Compare requests that may wait for a worker before 503.
+    pub queue_capacity: usize,
+    /// Starting balance of the `default` org that the embedded default creates.
+    pub default_org_tokens: i64,
+    pub request_timeout: Duration,
+    pub log_json: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let listen = parse_var("FACECOMPARE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+        let (database_url, embedded_default) = match var("FACECOMPARE_DATABASE_URL") {
+            Some(url) => (url, false),
+            None => ("sqlite://data/facecompare.db?mode=rwc".to_string(), true),
+        };
+        let threshold: f64 = parse_var("FACECOMPARE_THRESHOLD", 80.0)?;
+        if !(0.0..=100.0).contains(&threshold) {
+            bail!("FACECOMPARE_THRESHOLD={threshold}: must be between 0 and 100");
+        }
+        let token_cost: i64 = parse_var("FACECOMPARE_TOKEN_COST", 1)?;
+        if token_cost < 0 {
+            bail!("FACECOMPARE_TOKEN_COST={token_cost}: must not be negative");
+        }
+        let rate_limit = match var("FACECOMPARE_RATE_LIMIT") {
+            Some(v) => RateLimit::parse(&v).context("FACECOMPARE_RATE_LIMIT")?,
+            None => RateLimit { per_window: 60, window: Duration::from_secs(60) },
+        };
+        let s3 = var("FACECOMPARE_S3_BUCKET").map(|bucket| S3Config {
+            bucket,
+            endpoint: var("FACECOMPARE_S3_ENDPOINT"),
+            connect_timeout: Duration::from_millis(
+                parse_var("FACECOMPARE_S3_CONNECT_TIMEOUT_MS", 2000).unwrap_or(2000),
+            ),
+            read_timeout: Duration::from_millis(
+                parse_var("FACECOMPARE_S3_READ_TIMEOUT_MS", 10000).unwrap_or(10000),
+            ),
+        });
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers: usize = parse_var("FACECOMPARE_WORKERS", cores)?;
+        Ok(Self {
+            listen,
+            database_url,
+            embedded_default,
+            threshold,
+            token_cost,
+            rate_limit,
+            s3,
+            models_dir: PathBuf::from(var("FACECOMPARE_MODELS_DIR").unwrap_or_else(|| "models".into())),
+            pack: var("FACECOMPARE_PACK").unwrap_or_else(|| "mobilefacenet".into()),
+            workers: workers.max(1),
+            intra_threads: parse_var("FACECOMPARE_INTRA_THREADS", 1usize)?.max(1),
+            queue_capacity: parse_var("FACECOMPARE_QUEUE_CAPACITY", 64usize)?.max(1),
+            default_org_tokens: parse_var("FACECOMPARE_DEFAULT_ORG_TOKENS", 1000i64)?,
+            request_timeout: Duration::from_secs(parse_var("FACECOMPARE_REQUEST_TIMEOUT_S", 30u64)?),
+            log_json: matches!(var("FACECOMPARE_LOG_FORMAT").as_deref(), Some("json")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rate_limits() {
+        assert_eq!(RateLimit::parse("10/s").unwrap().window, Duration::from_secs(1));
+        let r = RateLimit::parse(" 120 / min ").unwrap();
+        assert_eq!((r.per_window, r.window.as_secs()), (120, 60));
+        assert_eq!(RateLimit::parse("5/h").unwrap().to_text(), "5/h");
+        assert!(RateLimit::parse("0/s").is_err());
+        assert!(RateLimit::parse("ten/s").is_err());
+        assert!(RateLimit::parse("10/day").is_err());
+        assert!(RateLimit::parse("10").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP layer: router, errors, auth, the compare endpoint, operations routes. STUB.

@@ -1,0 +1,1 @@
+//! Logging setup and Prometheus metrics (STUB: filled in by the HTTP work).
