@@ -88,8 +88,21 @@ def write_manifest(pack_dir, manifest):
         except (OSError, ValueError):
             pass
     with open(path, "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+        f.write(dumps_compact(manifest) + "\n")
+
+
+def dumps_compact(obj, indent=0):
+    """JSON with 2-space indentation, but number lists (and lists of them) kept on one line."""
+    pad = "  " * indent
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f'{pad}  {json.dumps(k)}: {dumps_compact(v, indent + 1)}' for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and not all(isinstance(x, (int, float, list)) for x in obj):
+        items = [pad + "  " + dumps_compact(v, indent + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(obj, separators=(", ", ": ")) if isinstance(obj, list) else json.dumps(obj)
 
 
 def main():
