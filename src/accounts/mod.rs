@@ -83,6 +83,16 @@ pub struct CreatedKey {
     pub org: String,
 }
 
+/// An API key as listed for operators: never the secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub org: String,
+    #[serde(rename = "createdAtMs")]
+    pub created_at_ms: i64,
+    pub revoked: bool,
+}
+
 #[derive(Clone)]
 pub struct Accounts {
     pub pool: sqlx::AnyPool,
@@ -143,6 +153,9 @@ impl Accounts {
         todo!()
     }
     pub async fn create_key(&self, org_id_or_name: &str) -> Result<CreatedKey, AccountsError> {
+        todo!()
+    }
+    pub async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>, AccountsError> {
         todo!()
     }
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountsError> {

@@ -1,0 +1,227 @@
+//! Local face tools: `compare` (the API's JSON for two files), `calibrate`
+//! (refit a pack's confidence map on labelled pairs) and `bench` (per-stage
+//! timings). They run the same pipeline as the server, without HTTP.
+use std::{
+    collections::{BTreeSet, HashMap},
+    io::Cursor,
+    path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use super::{BenchArgs, CalibrateArgs, CompareArgs};
+use crate::{
+    config::Config,
+    faces::{
+        StageTimings,
+        calibration,
+        pack::Pack,
+        score,
+        pipeline::{AnalyzeError, Analysis, MAX_TARGET_FACES, Models},
+    },
+};
+
+fn load_pack(pack: &Option<String>) -> anyhow::Result<(Config, Pack)> {
+    let config = Config::from_env()?;
+    let name = pack.clone().unwrap_or_else(|| config.pack.clone());
+    let pack = Pack::load(&config.models_dir, &name)?;
+    Ok((config, pack))
+}
+
+fn analyze_file(models: &mut Models, path: &Path, max_faces: usize) -> anyhow::Result<Analysis> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    models.analyze(&bytes, max_faces).map_err(|e| match e {
+        AnalyzeError::Decode(d) => anyhow::anyhow!("{}: {d} ({})", path.display(), d.code()),
+        AnalyzeError::Engine(e) => e.context(format!("{}", path.display())),
+    })
+}
+
+pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let (config, pack) = load_pack(&args.pack)?;
+    let threshold = args.threshold.unwrap_or(config.threshold);
+    if !(0.0..=100.0).contains(&threshold) {
+        bail!("--threshold {threshold}: must be between 0 and 100");
+    }
+    let mut models = Models::new(&pack, config.intra_threads)?;
+    let source = analyze_file(&mut models, &args.a, 1)?;
+    let target = analyze_file(&mut models, &args.b, MAX_TARGET_FACES)?;
+    let comparison = score(&pack.manifest.calibration, &source, &target, StageTimings::default());
+    println!("{}", serde_json::to_string(&comparison.response(threshold))?);
+    Ok(())
+}
+
+/// Runs `f` over `items` on `workers` threads, each with its own models.
+fn parallel_analyze(pack: &Pack, paths: &[PathBuf], workers: usize) -> anyhow::Result<HashMap<PathBuf, Result<Analysis, String>>> {
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(HashMap::new());
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..workers.max(1) {
+            let mut models = Models::new(pack, 1)?;
+            let (next, out, done) = (&next, &out, &done);
+            handles.push(scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { return };
+                    let r = analyze_file(&mut models, path, MAX_TARGET_FACES).map_err(|e| format!("{e:#}"));
+                    out.lock().unwrap().insert(path.clone(), r);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 25 == 0 || n == paths.len() {
+                        eprintln!("  analysed {n}/{} images", paths.len());
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("an analysis thread panicked"))?;
+        }
+        Ok(())
+    })?;
+    Ok(out.into_inner().unwrap())
+}
+
+struct Pair {
+    a: PathBuf,
+    b: PathBuf,
+    same: bool,
+}
+
+fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines.next().context("empty CSV")?.split(',').map(|h| h.trim().to_lowercase()).collect();
+    let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
+    let (Some(ia), Some(ib), Some(is)) = (col(&["a", "file_x"]), col(&["b", "file_y"]), col(&["same", "decision"])) else {
+        bail!("{}: expected columns a,b,same (or file_x,file_y,Decision)", csv.display());
+    };
+    let mut pairs = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let get = |i: usize| f.get(i).copied().with_context(|| format!("{} line {}: too few columns", csv.display(), n + 2));
+        let same = match get(is)?.to_lowercase().as_str() {
+            "1" | "yes" | "true" => true,
+            "0" | "no" | "false" => false,
+            other => bail!("{} line {}: same = {other:?}", csv.display(), n + 2),
+        };
+        pairs.push(Pair { a: root.join(get(ia)?), b: root.join(get(ib)?), same });
+    }
+    Ok(pairs)
+}
+
+pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
+    let (config, pack) = load_pack(&args.pack)?;
+    let root = args.root.clone().unwrap_or_else(|| args.pairs.parent().map(Path::to_path_buf).unwrap_or_default());
+    let pairs = read_pairs(&args.pairs, &root)?;
+    let images: Vec<PathBuf> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect::<BTreeSet<_>>().into_iter().collect();
+    eprintln!("pack {}: {} pairs over {} images", pack.manifest.name, pairs.len(), images.len());
+    let analyses = parallel_analyze(&pack, &images, config.workers)?;
+    for (path, r) in &analyses {
+        if let Err(e) = r {
+            bail!("{}: {e}", path.display());
+        }
+    }
+    let get = |p: &PathBuf| analyses[p].as_ref().expect("errors handled above");
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    let (mut genuine_noface, mut impostor_noface) = (0usize, 0usize);
+    for p in &pairs {
+        let c = score(&pack.manifest.calibration, get(&p.a), get(&p.b), StageTimings::default());
+        match (c.cosine, p.same) {
+            (Some(x), true) => genuine.push(x as f64),
+            (Some(x), false) => impostor.push(x as f64),
+            (None, true) => genuine_noface += 1,
+            (None, false) => impostor_noface += 1,
+        }
+    }
+    let (mut cal, report) = calibration::fit(&genuine, &impostor)?;
+    cal.extra.insert("fitted_on".into(), serde_json::json!(args.pairs.display().to_string()));
+    let with_noface = |fnmr: f64| (fnmr * genuine.len() as f64 + genuine_noface as f64) / (genuine.len() + genuine_noface) as f64;
+    let mut sorted_g = genuine.clone();
+    sorted_g.sort_by(f64::total_cmp);
+    let mut sorted_i = impostor.clone();
+    sorted_i.sort_by(f64::total_cmp);
+    let summary = serde_json::json!({
+        "pack": pack.manifest.name,
+        "calibration": {"kind": cal.kind, "k": cal.k, "m": cal.m},
+        "pairs": {"genuine": genuine.len(), "impostor": impostor.len(),
+                  "genuineNoFace": genuine_noface, "impostorNoFace": impostor_noface},
+        "cosine": {
+            "genuineP5": calibration::quantile(&sorted_g, 0.05), "genuineMin": sorted_g.first(),
+            "impostorP99": calibration::quantile(&sorted_i, 0.99), "impostorMax": sorted_i.last(),
+        },
+        "at80": {"fmr": report.fmr_at_80, "fnmr": report.fnmr_at_80, "fnmrCountingNoFace": with_noface(report.fnmr_at_80),
+                  "falseMatches": (report.fmr_at_80 * impostor.len() as f64).round()},
+        "confidence": {"genuineP5": report.genuine_p5_confidence, "impostorP99": report.impostor_p99_confidence,
+                        "genuineAbove95": report.genuine_above_95, "impostorBelow20": report.impostor_below_20},
+        "cosineAt80": report.cosine_at_80, "cosineAt20": report.cosine_at_20,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if args.write {
+        let path = Pack::write_calibration(&config.models_dir, &pack.manifest.name, &cal)?;
+        eprintln!("wrote the calibration into {}", path.display());
+    }
+    Ok(())
+}
+
+fn reencode(path: &Path, megapixels: f64) -> anyhow::Result<Vec<u8>> {
+    let img = image::open(path).with_context(|| format!("cannot open {}", path.display()))?.to_rgb8();
+    let scale = (megapixels * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
+    let (w, h) = ((img.width() as f64 * scale).round() as u32, (img.height() as f64 * scale).round() as u32);
+    let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 90).encode_image(&resized)?;
+    Ok(out)
+}
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let (config, pack) = load_pack(&args.pack)?;
+    let mut models = Models::new(&pack, config.intra_threads)?;
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in &args.images {
+        if args.megapixels.is_empty() {
+            inputs.push((path.display().to_string(), std::fs::read(path)?));
+        }
+        for &mp in &args.megapixels {
+            inputs.push((format!("{} @ {mp} MP", path.display()), reencode(path, mp)?));
+        }
+    }
+    println!(
+        "pack {} — one worker, {} intra-op thread(s), median of {} runs (ms)",
+        pack.manifest.name, config.intra_threads, args.iterations
+    );
+    println!("{:<48} {:>11} {:>6} {:>8} {:>8} {:>8} {:>8}", "image", "pixels", "faces", "decode", "detect", "embed", "total");
+    for (name, bytes) in &inputs {
+        let first = models.analyze(bytes, MAX_TARGET_FACES).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let (mut d, mut t, mut e, mut all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.iterations.max(1) {
+            let t0 = Instant::now();
+            let a = models.analyze(bytes, MAX_TARGET_FACES).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            all.push(t0.elapsed());
+            d.push(a.decode);
+            t.push(a.detect);
+            e.push(a.embed);
+        }
+        let dims = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?.into_dimensions()?;
+        println!(
+            "{:<48} {:>11} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            name,
+            format!("{}x{}", dims.0, dims.1),
+            first.faces.len(),
+            median_ms(d),
+            median_ms(t),
+            median_ms(e),
+            median_ms(all)
+        );
+    }
+    Ok(())
+}
