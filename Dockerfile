@@ -1,0 +1,70 @@
+# syntax=docker/dockerfile:1.7
+#
+# facecompare image (SPEC §6).
+#
+#   docker build -t facecompare .                  # the server (runtime stage, the default)
+#   docker build --target tests -t facecompare-tests .   # the integration suite (used by docker compose)
+#
+# Stages: builder (release binary) · ort (ONNX Runtime library from the pinned
+# PyPI wheel) · runtime (debian slim, non-root) · tests (toolchain + sources).
+
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+
+# ---------------------------------------------------------------- builder ---
+FROM ${RUST_IMAGE} AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+# Cache mounts keep the registry and target/ between builds; the binary is
+# copied out in the same step because the cache is not part of the layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin facecompare \
+    && install -D -m 0755 target/release/facecompare /out/facecompare
+
+# -------------------------------------------------------------------- ort ---
+# The same script and sha256 pin as a developer checkout uses (pip is the only
+# download channel), so the image and `cargo test` load the same library.
+FROM python:3.11-slim-bookworm AS ort
+COPY scripts/fetch-onnxruntime.sh /fetch-onnxruntime.sh
+RUN bash /fetch-onnxruntime.sh /ort
+
+# ---------------------------------------------------------------- runtime ---
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin facecompare \
+    && mkdir -p /app/data /app/lib \
+    && chown facecompare:facecompare /app/data
+COPY --from=builder /out/facecompare /usr/local/bin/facecompare
+COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
+COPY models /app/models
+WORKDIR /app
+ENV FACECOMPARE_LISTEN=0.0.0.0:8080 \
+    FACECOMPARE_MODELS_DIR=/app/models \
+    ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \
+    RUST_LOG=info
+USER facecompare
+EXPOSE 8080
+# No curl in a slim image: bash's /dev/tcp speaks just enough HTTP/1.0 to check
+# that /healthz answers 200.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+ENTRYPOINT ["facecompare"]
+CMD ["serve"]
+
+# ------------------------------------------------------------------ tests ---
+# The integration suite, run by `docker compose --profile tests run --rm tests`
+# against the running stack over HTTP (FACECOMPARE_TEST_BASE_URL). Test
+# binaries are compiled at build time so that `run` starts testing at once.
+FROM ${RUST_IMAGE} AS tests
+WORKDIR /src
+COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
+ENV ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \
+    CARGO_TERM_COLOR=never
+COPY . .
+# No cache mount here: `cargo test` at run time needs the registry sources in the image.
+RUN cargo test --locked --no-run
+CMD ["cargo", "test", "--locked", "--tests"]
