@@ -1,1 +1,126 @@
-//! Logging setup and Prometheus metrics (STUB: filled in by the HTTP work).
+//! Logging setup and Prometheus metrics.
+//!
+//! Logs go to stderr (stdout carries the one-time default key banner and the
+//! `listening on` line). They carry request id, org id, status and latency;
+//! never API keys or image bytes.
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::Config;
+
+/// Installs the global tracing subscriber: `RUST_LOG` filter (default
+/// `info`), JSON lines when `FACECOMPARE_LOG_FORMAT=json`. Safe to call twice.
+pub fn init(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if config.log_json {
+        registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init()
+    } else {
+        registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()
+    };
+    // Already installed (tests, or a CLI command that set it up): keep that one.
+    let _ = result;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+/// The server's metrics; encode with [`Metrics::render`].
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+    pub stages: Family<StageLabels, Histogram>,
+    pub queue_depth: Gauge<i64, AtomicI64>,
+    pub tokens_charged: Counter,
+}
+
+fn buckets() -> impl Iterator<Item = f64> {
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("facecompare");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "HTTP requests by route and status", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        registry.register("request_duration_seconds", "HTTP request latency by route", latency.clone());
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        registry.register(
+            "stage_seconds",
+            "Compare latency per stage (decode, detect, embed, queue, s3), both images summed",
+            stages.clone(),
+        );
+        let queue_depth = Gauge::<i64, AtomicI64>::default();
+        registry.register("inference_queue_depth", "Compares waiting for an inference worker", queue_depth.clone());
+        let tokens_charged = Counter::default();
+        registry.register("tokens_charged", "Tokens debited for successful compares", tokens_charged.clone());
+        Self { registry, requests, latency, stages, queue_depth, tokens_charged }
+    }
+
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        self.requests.get_or_create(&RequestLabels { route: route.to_string(), status }).inc();
+        self.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
+    }
+
+    pub fn observe_stage(&self, stage: &'static str, seconds: f64) {
+        self.stages.get_or_create(&StageLabels { stage }).observe(seconds);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new();
+        m.observe_request("/v1/face/compare", 200, 0.2);
+        m.observe_stage("detect", 0.05);
+        m.queue_depth.set(3);
+        m.tokens_charged.inc_by(2);
+        let text = m.render();
+        for needle in [
+            "facecompare_requests_total{route=\"/v1/face/compare\",status=\"200\"} 1",
+            "facecompare_request_duration_seconds_bucket",
+            "facecompare_stage_seconds_count{stage=\"detect\"} 1",
+            "facecompare_inference_queue_depth 3",
+            "facecompare_tokens_charged_total 2",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

@@ -1,1 +1,203 @@
-//! HTTP layer: router, errors, auth, the compare endpoint, operations routes. STUB.
+//! HTTP layer: router, errors, auth, the compare endpoint, operations routes.
+//!
+//! - [`error`]: the one API error type and its JSON body.
+//! - [`auth`]: `x-api-key` and the rate-limit headers.
+//! - [`compare`]: `POST /v1/face/compare`.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+use std::{
+    io::Write as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::HeaderValue;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::{
+    accounts::Accounts,
+    config::Config,
+    faces::{Engine, EngineConfig},
+    inputs::s3::S3Store,
+    telemetry::{self, Metrics},
+};
+
+pub mod auth;
+pub mod compare;
+pub mod error;
+pub mod ops;
+
+use error::{ApiError, REQUEST_ID};
+
+/// Everything a handler needs; shared behind an `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub accounts: Accounts,
+    pub engine: Engine,
+    pub s3: Option<S3Store>,
+    pub metrics: Metrics,
+}
+
+/// The organisation a response was for (a response extension, for the access log).
+#[derive(Clone, Debug)]
+pub struct OrgId(pub String);
+
+/// Routes known to the metrics (anything else is `other`, keeping label cardinality bounded).
+const ROUTES: [&str; 5] = ["/v1/face/compare", "/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/face/compare", post(compare::compare))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Inner to outer: a panic becomes a JSON 500 inside the request-id scope.
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// A client-supplied `x-request-id` is kept when it is short and plain
+/// (so it can be correlated across services); anything else gets a fresh UUID.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Outermost layer: request id (scope, span, response header), access log, metrics.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path();
+    let route = ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other");
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.metrics.observe_request(route, status, elapsed.as_secs_f64());
+    let org = response.extensions().get::<OrgId>().map(|o| o.0.as_str()).unwrap_or("-");
+    let latency_ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(%method, route, status, latency_ms, org, "request");
+        } else if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+            tracing::debug!(%method, route, status, latency_ms, org, "request");
+        } else {
+            tracing::info!(%method, route, status, latency_ms, org, "request");
+        }
+    });
+    response
+}
+
+/// `facecompare serve`: connect and migrate the database, bootstrap the
+/// embedded default org, load the models, bind, serve until SIGTERM/SIGINT,
+/// then drain in-flight requests.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(&config);
+    let accounts = Accounts::connect(&config.database_url).await.context("connecting to the database")?;
+    accounts.migrate().await.context("applying database migrations")?;
+    if config.embedded_default
+        && let Some(created) = accounts
+            .ensure_default_org(config.default_org_tokens, config.rate_limit)
+            .await
+            .context("creating the default organisation")?
+    {
+        // Printed once, on stdout only: logs never carry keys.
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "\n================================================================\n\
+             Created organisation `default` with {} tokens.\n\
+             Its API key (shown only this once; store it now):\n\n    {}\n\n\
+             Use it as:  curl -H 'x-api-key: {}' ...\n\
+             ================================================================\n",
+            config.default_org_tokens, created.key, created.key
+        )?;
+        out.flush()?;
+    }
+
+    let engine_config = EngineConfig::from_config(&config);
+    let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
+        .await
+        .context("starting the face engine")?
+        .context("loading the face models")?;
+    let s3 = config.s3.as_ref().map(S3Store::connect).transpose().context("S3 configuration")?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let drain_timeout = config.request_timeout + Duration::from_secs(5);
+    let state = Arc::new(AppState { config, accounts, engine, s3, metrics: Metrics::new() });
+    let app = router(state);
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, "listening");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    // Draining waits for in-flight requests, but not forever.
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server")?,
+        () = deadline => tracing::warn!("drain timeout: closing remaining connections"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,2 +1,238 @@
-//! Inputs: turns multipart/JSON fields into image bytes (base64, base64url,
-//! data: URIs, raw file parts, S3 keys). STUB.
+//! Inputs: turns a compare request body (multipart or JSON) into two image
+//! inputs, each either image bytes or an S3 reference.
+//!
+//! - [`body`]: reads the body (content type, streaming size limits, duplicate fields).
+//! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
+//! - [`sniff`]: recognises image formats from their magic bytes.
+//! - [`s3`]: fetches S3 references (owned by the S3 work).
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+pub mod body;
+pub mod s3;
+pub mod sniff;
+pub mod text;
+
+/// Largest accepted image: 15 MB (15 × 1024 × 1024 bytes), judged on the
+/// decoded bytes for base64 and on the object size for S3.
+pub const MAX_IMAGE_BYTES: usize = 15 * 1024 * 1024;
+
+/// Largest accepted string form of one image: base64 of [`MAX_IMAGE_BYTES`]
+/// (4/3) plus room for line breaks every 76 characters and a data-URI prefix.
+pub const MAX_TEXT_BYTES: usize = MAX_IMAGE_BYTES / 3 * 4 * 78 / 76 + 4096;
+
+/// Largest accepted request body: two images in their string form plus slack
+/// for multipart headers and JSON punctuation.
+pub const MAX_BODY_BYTES: usize = 2 * MAX_TEXT_BYTES + 64 * 1024;
+
+/// One of the two compare inputs after parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageInput {
+    /// Image bytes whose signature is JPEG, PNG or WebP (not yet decoded).
+    Bytes(Bytes),
+    /// An S3 reference exactly as the client sent it (trimmed): a key such as
+    /// `orgs/acme/selfie.jpg` or a `s3://bucket/key` URI.
+    S3(String),
+}
+
+/// Both inputs of a compare request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareInputs {
+    pub source: ImageInput,
+    pub target: ImageInput,
+}
+
+impl CompareInputs {
+    /// SHA-256 over the parsed inputs, so that an `Idempotency-Key` retry with
+    /// another multipart boundary or other JSON spacing is the same request,
+    /// while other bytes or another S3 key are not.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"facecompare/v1/face/compare\0");
+        for input in [&self.source, &self.target] {
+            // Tag and length prefix: no two different inputs hash the same stream.
+            let (tag, data): (u8, &[u8]) = match input {
+                ImageInput::Bytes(b) => (b'B', b),
+                ImageInput::S3(k) => (b'S', k.as_bytes()),
+            };
+            h.update([tag]);
+            h.update((data.len() as u64).to_be_bytes());
+            h.update(data);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// A client error in one of the inputs (or the body that carries them).
+/// Every variant has a stable [`code`](InputError::code) and, where there is
+/// one, names the offending field in its message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InputError {
+    #[error("{message}")]
+    InvalidBody { message: String },
+    #[error("unsupported content type {content_type:?}: send multipart/form-data or application/json")]
+    UnsupportedContentType { content_type: String },
+    #[error("the request body is larger than {} MB", mb(*limit as u64))]
+    BodyTooLarge { limit: usize },
+    #[error("{field}: missing; send both fields source and target{hint}")]
+    MissingField { field: String, hint: String },
+    #[error("{field}: empty; send an image (file part, base64 or data URI) or an S3 key")]
+    EmptyField { field: String },
+    #[error("{field}: sent more than once")]
+    DuplicateField { field: String },
+    #[error("{field}: expected a string (base64 image or S3 key), got {found}")]
+    InvalidFieldType { field: String, found: String },
+    #[error("{field}: {message}")]
+    InvalidBase64 { field: String, message: String },
+    #[error("{field}: {}", unsupported_message(*detected))]
+    UnsupportedImageFormat { field: String, detected: Option<&'static str> },
+    #[error("{field}: {}", too_large_message(*size))]
+    ImageTooLarge { field: String, size: Option<u64> },
+    #[error("{field}: looks like an S3 key (it is not a base64 image), but this server has no S3 bucket configured")]
+    S3NotConfigured { field: String },
+    /// The key is outside the organisation's prefix, in another bucket, or uses
+    /// path tricks. `message` starts with the field name.
+    #[error("{message}")]
+    S3Forbidden { field: String, message: String },
+    /// No such object (also 403: a client may not probe for existence).
+    #[error("{message}")]
+    S3NotFound { field: String, message: String },
+    #[error("{field}: {}", too_large_message(Some(*size)))]
+    S3TooLarge { field: String, size: u64 },
+    /// The store did not answer (timeout, connection, 5xx): the client may retry.
+    #[error("{message}")]
+    S3Unavailable { field: String, message: String },
+}
+
+fn mb(bytes: u64) -> String {
+    let v = bytes as f64 / (1024.0 * 1024.0);
+    if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
+fn too_large_message(size: Option<u64>) -> String {
+    let limit = mb(MAX_IMAGE_BYTES as u64);
+    match size {
+        Some(s) => format!("image is {} MB; the limit is {limit} MB", mb(s)),
+        None => format!("image is larger than the limit of {limit} MB"),
+    }
+}
+
+fn unsupported_message(detected: Option<&'static str>) -> String {
+    match detected {
+        Some(f) => format!("{f} images are not supported; send JPEG, PNG or WebP"),
+        None => "not a JPEG, PNG or WebP image".to_string(),
+    }
+}
+
+impl InputError {
+    /// The stable machine-readable error code of the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InputError::InvalidBody { .. } => "invalid_body",
+            InputError::UnsupportedContentType { .. } => "unsupported_content_type",
+            InputError::BodyTooLarge { .. } => "body_too_large",
+            InputError::MissingField { .. } => "missing_field",
+            InputError::EmptyField { .. } => "empty_field",
+            InputError::DuplicateField { .. } => "duplicate_field",
+            InputError::InvalidFieldType { .. } => "invalid_field_type",
+            InputError::InvalidBase64 { .. } => "invalid_base64",
+            InputError::UnsupportedImageFormat { .. } => "unsupported_image_format",
+            InputError::ImageTooLarge { .. } | InputError::S3TooLarge { .. } => "image_too_large",
+            InputError::S3NotConfigured { .. } => "s3_not_configured",
+            InputError::S3Forbidden { .. } => "s3_forbidden",
+            InputError::S3NotFound { .. } => "s3_object_not_found",
+            InputError::S3Unavailable { .. } => "s3_unavailable",
+        }
+    }
+
+    /// The HTTP status: 400 for bad input, 403 for S3 keys the org may not
+    /// read (or that do not exist), 503 when the store is down.
+    pub fn status(&self) -> u16 {
+        match self {
+            InputError::S3Forbidden { .. } | InputError::S3NotFound { .. } => 403,
+            InputError::S3Unavailable { .. } => 503,
+            _ => 400,
+        }
+    }
+
+    /// The request field the error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            InputError::InvalidBody { .. }
+            | InputError::UnsupportedContentType { .. }
+            | InputError::BodyTooLarge { .. } => None,
+            InputError::MissingField { field, .. }
+            | InputError::EmptyField { field }
+            | InputError::DuplicateField { field }
+            | InputError::InvalidFieldType { field, .. }
+            | InputError::InvalidBase64 { field, .. }
+            | InputError::UnsupportedImageFormat { field, .. }
+            | InputError::ImageTooLarge { field, .. }
+            | InputError::S3NotConfigured { field }
+            | InputError::S3Forbidden { field, .. }
+            | InputError::S3NotFound { field, .. }
+            | InputError::S3TooLarge { field, .. }
+            | InputError::S3Unavailable { field, .. } => Some(field),
+        }
+    }
+}
+
+/// Checks that fetched or uploaded bytes carry a supported image signature.
+pub fn check_image_bytes(field: &str, bytes: &[u8]) -> Result<(), InputError> {
+    if bytes.is_empty() {
+        return Err(InputError::EmptyField { field: field.to_string() });
+    }
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(InputError::ImageTooLarge { field: field.to_string(), size: Some(bytes.len() as u64) });
+    }
+    match sniff::sniff(bytes) {
+        Some(f) if f.is_supported() => Ok(()),
+        other => Err(InputError::UnsupportedImageFormat {
+            field: field.to_string(),
+            detected: other.map(|f| f.name()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_depends_on_content_and_kind() {
+        let a = CompareInputs {
+            source: ImageInput::Bytes(Bytes::from_static(b"\xFF\xD8\xFFabc")),
+            target: ImageInput::S3("orgs/a/b.jpg".into()),
+        };
+        let same = a.clone();
+        assert_eq!(a.fingerprint(), same.fingerprint());
+        let other_key = CompareInputs { target: ImageInput::S3("orgs/a/c.jpg".into()), ..a.clone() };
+        assert_ne!(a.fingerprint(), other_key.fingerprint());
+        let swapped = CompareInputs { source: a.target.clone(), target: a.source.clone() };
+        assert_ne!(a.fingerprint(), swapped.fingerprint());
+        let bytes_vs_key = CompareInputs {
+            source: ImageInput::S3("\u{FF}".into()),
+            target: ImageInput::S3("orgs/a/b.jpg".into()),
+        };
+        assert_ne!(a.fingerprint(), bytes_vs_key.fingerprint());
+    }
+
+    #[test]
+    fn messages_name_the_field_and_sizes() {
+        let e = InputError::ImageTooLarge { field: "target".into(), size: Some(18_035_507) };
+        assert_eq!(e.to_string(), "target: image is 17.2 MB; the limit is 15 MB");
+        assert_eq!(e.code(), "image_too_large");
+        assert_eq!(e.status(), 400);
+        let e = InputError::S3NotFound { field: "source".into(), message: "source: no such object".into() };
+        assert_eq!((e.code(), e.status(), e.field()), ("s3_object_not_found", 403, Some("source")));
+        assert!(MAX_BODY_BYTES > 2 * MAX_IMAGE_BYTES * 4 / 3);
+    }
+
+    #[test]
+    fn checks_fetched_bytes() {
+        assert!(check_image_bytes("source", b"\x89PNG\r\n\x1a\n\0\0").is_ok());
+        let e = check_image_bytes("source", b"GIF89a\x01\0").unwrap_err();
+        assert_eq!(e.to_string(), "source: GIF images are not supported; send JPEG, PNG or WebP");
+        assert_eq!(check_image_bytes("target", b"").unwrap_err().code(), "empty_field");
+    }
+}

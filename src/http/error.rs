@@ -1,0 +1,187 @@
+//! The one error type of the API: a status, a stable machine code, a message
+//! naming the offending field, and the request id, as
+//! `{"error": code, "message": "...", "requestId": "..."}`.
+//!
+//! Internal failures are logged here with their detail and answered with a
+//! generic 500: no stack trace, SQL or file path ever reaches a client.
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::{accounts::AccountsError, faces::FacesError, inputs::InputError};
+
+tokio::task_local! {
+    /// The id of the request being served; set by the request-id middleware
+    /// (and re-entered in tasks spawned for a request).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `-` outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_string())
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: HeaderMap,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), headers: HeaderMap::new() }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    /// 500: logs `detail` (never sent) and answers a generic message.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "unexpected server error; it is safe to retry with backoff",
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn insufficient_balance(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", message)
+    }
+
+    pub fn rate_limited(limit_text: &str, retry_after_secs: u64) -> Self {
+        let secs = retry_after_secs.max(1);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("rate limit of {limit_text} exceeded; retry in {secs} s"),
+        )
+        .with_header(http::header::RETRY_AFTER, secs)
+    }
+
+    /// 503 with `Retry-After`: the client should come back shortly.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_header(http::header::RETRY_AFTER, retry_after_secs)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            Self::unavailable(e.code(), e.to_string(), 2)
+        } else {
+            Self::new(status, e.code(), e.to_string())
+        }
+    }
+}
+
+impl From<FacesError> for ApiError {
+    fn from(e: FacesError) -> Self {
+        match e {
+            FacesError::BadImage { side, code, message } => {
+                let field = side.field();
+                // The engine's message may or may not name the field already.
+                let message = if message.starts_with(&format!("{field}:")) {
+                    message
+                } else {
+                    format!("{field}: {message}")
+                };
+                Self::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            FacesError::Overloaded => {
+                Self::unavailable("overloaded", "the server is busy comparing faces; retry shortly", 1)
+            }
+            FacesError::Internal(detail) => Self::internal(format!("face engine: {detail}")),
+        }
+    }
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> Self {
+        Self::internal(format!("accounts: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.code,
+            "message": self.message,
+            "requestId": current_request_id(),
+        });
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faces::Side;
+
+    async fn body_of(r: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn renders_code_message_and_request_id() {
+        let r = REQUEST_ID
+            .scope("req-1".into(), async {
+                ApiError::from(InputError::ImageTooLarge { field: "target".into(), size: Some(18_035_507) })
+                    .into_response()
+            })
+            .await;
+        assert_eq!(r.status(), 400);
+        let v = body_of(r).await;
+        assert_eq!(v["error"], "image_too_large");
+        assert_eq!(v["message"], "target: image is 17.2 MB; the limit is 15 MB");
+        assert_eq!(v["requestId"], "req-1");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_details() {
+        let r = ApiError::from(FacesError::Internal("/secret/path.onnx: bad tensor".into())).into_response();
+        assert_eq!(r.status(), 500);
+        let v = body_of(r).await;
+        assert_eq!(v["error"], "internal_error");
+        assert!(!v.to_string().contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn maps_engine_and_retryable_errors() {
+        let e = ApiError::from(FacesError::BadImage {
+            side: Side::Target,
+            code: "image_decode_failed",
+            message: "truncated JPEG".into(),
+        });
+        assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (400, "image_decode_failed", "target: truncated JPEG"));
+        let r = ApiError::from(FacesError::Overloaded).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let r = ApiError::rate_limited("2/min", 0).into_response();
+        assert_eq!((r.status().as_u16(), &r.headers()["retry-after"]), (429, &HeaderValue::from_static("1")));
+    }
+}

@@ -1,0 +1,345 @@
+//! Reads a compare request body (multipart/form-data or JSON) into
+//! [`CompareInputs`], enforcing size limits while streaming.
+//!
+//! Decisions (README "Inputs"):
+//! - Fields other than `source` and `target` are ignored (forward
+//!   compatibility with clients that send extra metadata); a missing field's
+//!   message lists the names that were sent, so a typo is easy to spot.
+//! - A field sent twice is refused (`duplicate_field`): which one would win is
+//!   not obvious.
+//! - Every multipart part is sniffed: bytes with an image signature are an
+//!   image whatever the part's filename or content type; other UTF-8 content
+//!   is classified like a JSON string (base64, data URI, S3 key).
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_TEXT_BYTES, sniff, text};
+
+/// Strings above this size are decoded on the blocking pool, off the async workers.
+const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+
+/// Reads and parses the body according to its `Content-Type`.
+pub async fn read_compare_body(content_type: Option<&str>, body: Body) -> Result<CompareInputs, InputError> {
+    let ct = content_type.unwrap_or("").trim();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        read_json(body).await
+    } else if essence == "multipart/form-data" {
+        let boundary = multer::parse_boundary(ct).map_err(|_| InputError::InvalidBody {
+            message: "multipart/form-data without a boundary parameter".into(),
+        })?;
+        read_multipart(boundary, body).await
+    } else {
+        Err(InputError::UnsupportedContentType {
+            content_type: if ct.is_empty() { "(none)".into() } else { ct.chars().take(100).collect() },
+        })
+    }
+}
+
+async fn read_json(body: Body) -> Result<CompareInputs, InputError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| InputError::InvalidBody { message: "the request body could not be read".into() })?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(InputError::BodyTooLarge { limit: MAX_BODY_BYTES });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let buf = buf.freeze();
+    let (source, target) = tokio::task::spawn_blocking(move || parse_json(&buf))
+        .await
+        .map_err(|_| InputError::InvalidBody { message: "the JSON body could not be parsed".into() })??;
+    let source = classify_owned("source", source).await?;
+    let target = classify_owned("target", target).await?;
+    Ok(CompareInputs { source, target })
+}
+
+/// What one JSON member held.
+enum JsonField {
+    Missing,
+    Null,
+    Str(String),
+    Other(&'static str),
+}
+
+struct Top {
+    source: JsonField,
+    target: JsonField,
+    others: Vec<String>,
+    duplicate: Option<&'static str>,
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Top;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object with string fields source and target")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+        let mut top =
+            Top { source: JsonField::Missing, target: JsonField::Missing, others: Vec::new(), duplicate: None };
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "source" => (&mut top.source, "source"),
+                "target" => (&mut top.target, "target"),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    if top.others.len() < 10 {
+                        top.others.push(key.chars().take(40).collect());
+                    }
+                    continue;
+                }
+            };
+            let value: serde_json::Value = map.next_value()?;
+            if !matches!(slot.0, JsonField::Missing) {
+                top.duplicate.get_or_insert(slot.1);
+            }
+            *slot.0 = match value {
+                serde_json::Value::String(s) => JsonField::Str(s),
+                serde_json::Value::Null => JsonField::Null,
+                serde_json::Value::Bool(_) => JsonField::Other("a boolean"),
+                serde_json::Value::Number(_) => JsonField::Other("a number"),
+                serde_json::Value::Array(_) => JsonField::Other("an array"),
+                serde_json::Value::Object(_) => JsonField::Other("an object"),
+            };
+        }
+        Ok(top)
+    }
+}
+
+fn missing_hint(others: &[String]) -> String {
+    if others.is_empty() { String::new() } else { format!(" (the body has: {})", others.join(", ")) }
+}
+
+fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
+    let mut de = serde_json::Deserializer::from_slice(buf);
+    let top = de
+        .deserialize_map(TopVisitor)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|e| InputError::InvalidBody { message: format!("invalid JSON body: {e}") })?;
+    if let Some(field) = top.duplicate {
+        return Err(InputError::DuplicateField { field: field.into() });
+    }
+    let take = |field: &'static str, v: JsonField| match v {
+        JsonField::Str(s) => Ok(s),
+        JsonField::Missing | JsonField::Null => {
+            Err(InputError::MissingField { field: field.into(), hint: missing_hint(&top.others) })
+        }
+        JsonField::Other(found) => Err(InputError::InvalidFieldType { field: field.into(), found: found.into() }),
+    };
+    let source = take("source", top.source)?;
+    let target = take("target", top.target)?;
+    Ok((source, target))
+}
+
+async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, InputError> {
+    if s.len() < BLOCKING_DECODE_BYTES {
+        return text::classify(field, &s);
+    }
+    tokio::task::spawn_blocking(move || text::classify(field, &s))
+        .await
+        .unwrap_or_else(|_| Err(InputError::InvalidBase64 { field: field.into(), message: "could not be decoded".into() }))
+}
+
+fn map_multer(e: multer::Error) -> InputError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge { limit: MAX_BODY_BYTES },
+        multer::Error::StreamReadFailed(_) => {
+            InputError::InvalidBody { message: "the request body could not be read".into() }
+        }
+        other => InputError::InvalidBody { message: format!("invalid multipart body: {other}") },
+    }
+}
+
+async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, InputError> {
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(MAX_BODY_BYTES as u64));
+    let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut source: Option<Bytes> = None;
+    let mut target: Option<Bytes> = None;
+    let mut others: Vec<String> = Vec::new();
+    while let Some(mut part) = mp.next_field().await.map_err(map_multer)? {
+        let (slot, field) = match part.name() {
+            Some("source") => (&mut source, "source"),
+            Some("target") => (&mut target, "target"),
+            name => {
+                if let Some(n) = name
+                    && others.len() < 10
+                {
+                    others.push(n.chars().take(40).collect());
+                }
+                while part.chunk().await.map_err(map_multer)?.is_some() {}
+                continue;
+            }
+        };
+        if slot.is_some() {
+            return Err(InputError::DuplicateField { field: field.into() });
+        }
+        *slot = Some(read_part(field, &mut part).await?);
+    }
+    let missing = |field: &str| InputError::MissingField { field: field.into(), hint: missing_hint(&others) };
+    let source = source.ok_or_else(|| missing("source"))?;
+    let target = target.ok_or_else(|| missing("target"))?;
+    let source = classify_part("source", source).await?;
+    let target = classify_part("target", target).await?;
+    Ok(CompareInputs { source, target })
+}
+
+/// Buffers one part up to its limit: 15 MB once its bytes show an image
+/// signature, the base64 size of 15 MB otherwise. Past the limit the rest is
+/// only counted (to report the size), not buffered.
+async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, InputError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = part.chunk().await.map_err(map_multer)? {
+        let mut head: Vec<u8> = buf.iter().take(sniff::SNIFF_LEN).copied().collect();
+        head.extend(chunk.iter().take(sniff::SNIFF_LEN - head.len()));
+        let limit = if sniff::sniff(&head).is_some() { MAX_IMAGE_BYTES } else { MAX_TEXT_BYTES };
+        if buf.len() + chunk.len() > limit {
+            let mut size = (buf.len() + chunk.len()) as u64;
+            drop(buf);
+            while let Some(rest) = part.chunk().await.map_err(map_multer)? {
+                size += rest.len() as u64;
+            }
+            let is_image = limit == MAX_IMAGE_BYTES;
+            return Err(InputError::ImageTooLarge {
+                field: field.into(),
+                // A text part's decoded size is about 3/4 of what was sent.
+                size: Some(if is_image { size } else { size / 4 * 3 }),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn classify_part(field: &'static str, data: Bytes) -> Result<ImageInput, InputError> {
+    if data.is_empty() {
+        return Err(InputError::EmptyField { field: field.into() });
+    }
+    if let Some(format) = sniff::sniff(&data) {
+        if !format.is_supported() {
+            return Err(InputError::UnsupportedImageFormat { field: field.into(), detected: Some(format.name()) });
+        }
+        return Ok(ImageInput::Bytes(data));
+    }
+    match String::from_utf8(data.to_vec()) {
+        Ok(s) => classify_owned(field, s).await,
+        Err(_) => Err(InputError::UnsupportedImageFormat { field: field.into(), detected: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01";
+
+    fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, filename, data) in parts {
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            match filename {
+                Some(f) => out.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: text/plain\r\n\r\n")
+                        .as_bytes(),
+                ),
+                None => out.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+            }
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out
+    }
+
+    async fn parse(ct: &str, body: Vec<u8>) -> Result<CompareInputs, InputError> {
+        read_compare_body(Some(ct), Body::from(body)).await
+    }
+
+    #[tokio::test]
+    async fn json_strings() {
+        let body = br#"{"source": "orgs/a/1.jpg", "target": "s3://b/orgs/a/2.jpg", "extra": [1]}"#.to_vec();
+        let got = parse("application/json; charset=utf-8", body).await.unwrap();
+        assert_eq!(got.source, ImageInput::S3("orgs/a/1.jpg".into()));
+        assert_eq!(got.target, ImageInput::S3("s3://b/orgs/a/2.jpg".into()));
+    }
+
+    #[tokio::test]
+    async fn json_errors_have_codes_and_fields() {
+        let cases: &[(&[u8], &str, Option<&str>)] = &[
+            (b"{\"source\": \"a\"", "invalid_body", None),
+            (b"[1,2]", "invalid_body", None),
+            (b"{\"source\": \"a\", \"target\": \"b\"} x", "invalid_body", None),
+            (b"{\"target\": \"b\"}", "missing_field", Some("source")),
+            (b"{\"source\": \"a\", \"target\": null}", "missing_field", Some("target")),
+            (b"{\"source\": \"a\", \"target\": \" \"}", "empty_field", Some("target")),
+            (b"{\"source\": 5, \"target\": \"b\"}", "invalid_field_type", Some("source")),
+            (b"{\"source\": \"a\", \"source\": \"b\", \"target\": \"c\"}", "duplicate_field", Some("source")),
+        ];
+        for (body, code, field) in cases {
+            let e = parse("application/json", body.to_vec()).await.unwrap_err();
+            assert_eq!((e.code(), e.field()), (*code, *field), "{}", String::from_utf8_lossy(body));
+        }
+        let e = parse("application/json", b"{\"sourse\": \"a\", \"target\": \"b\"}".to_vec()).await.unwrap_err();
+        assert!(e.to_string().contains("sourse"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn content_types() {
+        let e = parse("text/plain", b"{}".to_vec()).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_content_type");
+        let e = read_compare_body(None, Body::from("x")).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_content_type");
+        let e = parse("multipart/form-data", b"x".to_vec()).await.unwrap_err();
+        assert_eq!(e.code(), "invalid_body");
+    }
+
+    #[tokio::test]
+    async fn multipart_file_and_text_parts_mix() {
+        let b = "XyZ123";
+        let body = multipart(b, &[("note", None, b"hi"), ("source", Some("a.txt"), JPEG), ("target", None, b"orgs/a/b.jpg")]);
+        let got = parse(&format!("multipart/form-data; boundary={b}"), body).await.unwrap();
+        assert_eq!(got.source, ImageInput::Bytes(Bytes::from_static(JPEG)));
+        assert_eq!(got.target, ImageInput::S3("orgs/a/b.jpg".into()));
+        // Same inputs under another boundary: same fingerprint.
+        let b2 = "other-boundary";
+        let body = multipart(b2, &[("target", None, b"orgs/a/b.jpg"), ("source", Some("x.jpg"), JPEG)]);
+        let again = parse(&format!("multipart/form-data; boundary=\"{b2}\""), body).await.unwrap();
+        assert_eq!(got.fingerprint(), again.fingerprint());
+    }
+
+    #[tokio::test]
+    async fn multipart_errors() {
+        let ct = "multipart/form-data; boundary=B";
+        let e = parse(ct, multipart("B", &[("source", None, b"orgs/a.jpg")])).await.unwrap_err();
+        assert_eq!((e.code(), e.field()), ("missing_field", Some("target")));
+        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("source", Some("b"), JPEG)])).await.unwrap_err();
+        assert_eq!((e.code(), e.field()), ("duplicate_field", Some("source")));
+        let e = parse(ct, multipart("B", &[("source", Some("a"), b""), ("target", Some("b"), JPEG)])).await.unwrap_err();
+        assert_eq!((e.code(), e.field()), ("empty_field", Some("source")));
+        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("target", Some("b"), b"GIF89a\x01\x00")]))
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.field()), ("unsupported_image_format", Some("target")));
+        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("target", Some("b"), b"\x00\x9f\x92\x96")]))
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.field()), ("unsupported_image_format", Some("target")));
+    }
+
+    #[tokio::test]
+    async fn oversized_file_part_is_refused_with_its_size() {
+        let mut big = JPEG.to_vec();
+        big.resize(MAX_IMAGE_BYTES + 1000, 0);
+        let body = multipart("B", &[("source", Some("a.jpg"), JPEG), ("target", Some("b.jpg"), &big)]);
+        let e = parse("multipart/form-data; boundary=B", body).await.unwrap_err();
+        assert_eq!((e.code(), e.field()), ("image_too_large", Some("target")));
+        assert!(e.to_string().contains("15.0 MB"), "{e}");
+    }
+}
