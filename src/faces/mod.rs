@@ -1,12 +1,26 @@
 //! Face engine: decode → orient → detect → align → embed → cosine → calibrated 0–100.
 //!
 //! The HTTP side only sees [`Engine`]: a cloneable handle to a bounded queue
-//! feeding worker threads that each own their ONNX Runtime sessions.
-use std::{path::PathBuf, time::Duration};
+//! ([`pool`]) feeding worker threads that each own their ONNX Runtime sessions.
+pub mod calibration;
+pub mod decode;
+pub mod detect;
+pub mod embed;
+pub mod geometry;
+pub mod pack;
+pub mod pipeline;
+pub mod pool;
+pub mod runtime;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
 use crate::config::Config;
+use calibration::Calibration;
+use pack::Pack;
+use pipeline::{AnalyzeError, Analysis, MAX_TARGET_FACES, Models};
+use pool::{Pool, SubmitError};
 
 /// What the engine needs to start: where the packs are, which one, and pool sizes.
 #[derive(Debug, Clone)]
@@ -58,6 +72,37 @@ pub struct Comparison {
     pub timings: StageTimings,
 }
 
+/// The API's 200 body: exactly these five fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareResponse {
+    pub is_match: bool,
+    #[serde(serialize_with = "plain_number")]
+    pub confidence: f64,
+    #[serde(serialize_with = "plain_number")]
+    pub threshold: f64,
+    pub source_face_detected: bool,
+    pub target_face_detected: bool,
+}
+
+/// Whole numbers as `80`, not `80.0`, like the hosted API.
+fn plain_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f64(*v) }
+}
+
+impl Comparison {
+    /// `isMatch` is decided on the very number returned.
+    pub fn response(&self, threshold: f64) -> CompareResponse {
+        CompareResponse {
+            is_match: self.confidence >= threshold,
+            confidence: self.confidence,
+            threshold,
+            source_face_detected: self.source_face_detected,
+            target_face_detected: self.target_face_detected,
+        }
+    }
+}
+
 /// Wall time per pipeline stage, summed over both images.
 #[derive(Debug, Clone, Default)]
 pub struct StageTimings {
@@ -65,6 +110,15 @@ pub struct StageTimings {
     pub decode: Duration,
     pub detect: Duration,
     pub embed: Duration,
+}
+
+impl StageTimings {
+    fn add(&mut self, a: &Analysis, queued: Duration) {
+        self.queue += queued;
+        self.decode += a.decode;
+        self.detect += a.detect;
+        self.embed += a.embed;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,27 +137,79 @@ pub enum FacesError {
 /// Handle to the inference pool. Cloning is cheap.
 #[derive(Clone)]
 pub struct Engine {
-    _private: (),
+    pool: Arc<Pool>,
+    pack: Arc<str>,
+    calibration: Arc<Calibration>,
 }
 
 impl Engine {
     /// Loads ONNX Runtime and the pack, and starts the workers.
-    pub fn start(_cfg: EngineConfig) -> anyhow::Result<Engine> {
-        todo!("faces engine")
+    pub fn start(cfg: EngineConfig) -> anyhow::Result<Engine> {
+        let pack = Pack::load(&cfg.models_dir, &cfg.pack)?;
+        let models = (0..cfg.workers.max(1))
+            .map(|_| Models::new(&pack, cfg.intra_threads.max(1)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Engine {
+            pool: Arc::new(Pool::start(models, cfg.queue_capacity.max(1))),
+            pack: pack.manifest.name.clone().into(),
+            calibration: Arc::new(pack.manifest.calibration.clone()),
+        })
     }
 
-    /// Compares `source` (largest face) with every face of `target`.
-    pub async fn compare(&self, _source: Bytes, _target: Bytes) -> Result<Comparison, FacesError> {
-        todo!("faces engine")
+    /// Analyses one image on the pool (up to `max_faces` faces).
+    pub async fn analyze(&self, side: Side, bytes: Bytes, max_faces: usize) -> Result<(Analysis, Duration), FacesError> {
+        let (result, queued) = self.pool.analyze(bytes, max_faces).await.map_err(|e| match e {
+            SubmitError::Full => FacesError::Overloaded,
+            SubmitError::Stopped => FacesError::Internal(e.to_string()),
+        })?;
+        match result {
+            Ok(a) => Ok((a, queued)),
+            Err(AnalyzeError::Decode(e)) => Err(FacesError::BadImage { side, code: e.code(), message: e.to_string() }),
+            Err(AnalyzeError::Engine(e)) => Err(FacesError::Internal(format!("{e:#}"))),
+        }
+    }
+
+    /// Compares `source` (largest face) with every face of `target`; both
+    /// images are analysed in parallel on the pool.
+    pub async fn compare(&self, source: Bytes, target: Bytes) -> Result<Comparison, FacesError> {
+        let (s, t) = tokio::join!(
+            self.analyze(Side::Source, source, 1),
+            self.analyze(Side::Target, target, MAX_TARGET_FACES)
+        );
+        let ((s, sq), (t, tq)) = (s?, t?);
+        let mut timings = StageTimings::default();
+        timings.add(&s, sq);
+        timings.add(&t, tq);
+        Ok(score(&self.calibration, &s, &t, timings))
     }
 
     /// Requests waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
-        0
+        self.pool.depth()
     }
 
     /// Name of the model pack in use.
     pub fn pack(&self) -> &str {
-        "mobilefacenet"
+        &self.pack
+    }
+
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+}
+
+/// The API's rule: the largest source face against the best target face;
+/// confidence 0 when either side has no face.
+pub fn score(calibration: &Calibration, source: &Analysis, target: &Analysis, timings: StageTimings) -> Comparison {
+    let cosine = source
+        .embeddings
+        .first()
+        .and_then(|s| target.embeddings.iter().map(|t| embed::cosine(s, t)).max_by(f32::total_cmp));
+    Comparison {
+        confidence: cosine.map(|c| calibration.confidence(c)).unwrap_or(0.0),
+        cosine,
+        source_face_detected: !source.embeddings.is_empty(),
+        target_face_detected: !target.embeddings.is_empty(),
+        timings,
     }
 }

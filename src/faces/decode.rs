@@ -1,0 +1,218 @@
+//! Image bytes → upright RGB pixels: format sniffed from the bytes, size
+//! checked from the header before any pixel is decoded (decompression bombs),
+//! large JPEGs decoded at reduced scale in the DCT domain, EXIF orientation
+//! applied.
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation};
+
+/// Largest image accepted, in pixels and per side.
+pub const MAX_PIXELS: u64 = 64_000_000;
+pub const MAX_SIDE: u32 = 20_000;
+/// JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
+/// long side at least this big: plenty for detection and 112-px face crops.
+pub const WORKING_SIDE: u32 = 1600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    WebP,
+}
+
+/// Why bytes could not become pixels; `code()` is the stable API error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported image format{}; send JPEG, PNG or WebP", .0.map(|f| format!(" ({f})")).unwrap_or_default())]
+    Unsupported(Option<&'static str>),
+    #[error("image is {width}×{height} pixels; the limit is {MAX_SIDE} per side and {} megapixels", MAX_PIXELS / 1_000_000)]
+    TooLarge { width: u64, height: u64 },
+    #[error("image could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Unsupported(_) => "unsupported_image_format",
+            DecodeError::TooLarge { .. } => "image_dimensions_too_large",
+            DecodeError::Corrupt(_) => "image_decode_failed",
+        }
+    }
+}
+
+/// Recognises the formats we decode, and names some we don't.
+pub fn sniff(bytes: &[u8]) -> Result<Format, DecodeError> {
+    match bytes {
+        [0xFF, 0xD8, 0xFF, ..] => Ok(Format::Jpeg),
+        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Ok(Format::Png),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Ok(Format::WebP),
+        [b'G', b'I', b'F', b'8', ..] => Err(DecodeError::Unsupported(Some("GIF"))),
+        [b'B', b'M', ..] => Err(DecodeError::Unsupported(Some("BMP"))),
+        [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => Err(DecodeError::Unsupported(Some("TIFF"))),
+        [_, _, _, _, b'f', b't', b'y', b'p', ..] => Err(DecodeError::Unsupported(Some("HEIF/AVIF"))),
+        _ => Err(DecodeError::Unsupported(None)),
+    }
+}
+
+fn check_size(width: u64, height: u64) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt("image has zero width or height".into()));
+    }
+    if width > MAX_SIDE as u64 || height > MAX_SIDE as u64 || width * height > MAX_PIXELS {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    Ok(())
+}
+
+/// A decoded, upright image plus what the decode did.
+pub struct Decoded {
+    pub image: RgbImage,
+    /// Width and height as stored in the file (before scaling and orientation).
+    pub original_size: (u32, u32),
+    /// Original pixels per decoded pixel (1, 2, 4 or 8).
+    pub scale_denominator: u32,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_with(bytes, WORKING_SIDE)
+}
+
+/// `working_side` 0 decodes at full resolution.
+pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
+    match sniff(bytes)? {
+        Format::Jpeg => decode_jpeg(bytes, working_side),
+        Format::Png => decode_other(bytes, ImageFormat::Png),
+        Format::WebP => decode_other(bytes, ImageFormat::WebP),
+    }
+}
+
+fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
+    let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
+    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    dec.read_info().map_err(corrupt)?;
+    let info = dec.info().ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    check_size(w as u64, h as u64)?;
+    let long = w.max(h);
+    let mut denom = 1;
+    if working_side > 0 && long > working_side {
+        // jpeg-decoder picks the smallest scale whose output is at least the request.
+        let (rw, rh) = (
+            (w as u64 * working_side as u64 / long as u64).max(1) as u16,
+            (h as u64 * working_side as u64 / long as u64).max(1) as u16,
+        );
+        let (sw, _) = dec.scale(rw, rh).map_err(corrupt)?;
+        denom = (w as f32 / sw as f32).round() as u32;
+    }
+    let pixels = dec.decode().map_err(corrupt)?;
+    let info = dec.info().ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
+    let (dw, dh) = (info.width as u32, info.height as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => cmyk_to_rgb(&pixels),
+    };
+    let image = RgbImage::from_raw(dw, dh, rgb).ok_or_else(|| DecodeError::Corrupt("JPEG decoded to a short buffer".into()))?;
+    let orientation = dec.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    Ok(Decoded { image: orient(image, orientation), original_size: (w, h), scale_denominator: denom })
+}
+
+/// jpeg-decoder hands out ink amounts (Adobe's inversion already undone).
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    cmyk.chunks_exact(4)
+        .flat_map(|p| {
+            let k = 255 - p[3] as u32;
+            [0, 1, 2].map(|i| ((255 - p[i] as u32) * k / 255) as u8)
+        })
+        .collect()
+}
+
+fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<Decoded, DecodeError> {
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    // Room for a 16-bit RGBA decode of the largest accepted image.
+    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+    reader.limits(limits);
+    let mut dec = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(_) => DecodeError::TooLarge { width: 0, height: 0 },
+        e => corrupt(e),
+    })?;
+    let (w, h) = dec.dimensions();
+    check_size(w as u64, h as u64)?;
+    let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
+    let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
+    Ok(Decoded { image: orient(img.to_rgb8(), orientation), original_size: (w, h), scale_denominator: 1 })
+}
+
+pub fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
+    if orientation == Orientation::NoTransforms {
+        return image;
+    }
+    let mut dynamic = DynamicImage::ImageRgb8(image);
+    dynamic.apply_orientation(orientation);
+    dynamic.into_rgb8()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = RgbImage::from_pixel(width, height, image::Rgb([10, 200, 30]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn sniffs_formats_from_bytes() {
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
+        assert_eq!(sniff(&png(2, 2)).unwrap(), Format::Png);
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 ").unwrap(), Format::WebP);
+        assert_eq!(sniff(b"GIF89a....").unwrap_err().code(), "unsupported_image_format");
+        assert_eq!(sniff(b"hello").unwrap_err(), DecodeError::Unsupported(None));
+    }
+
+    #[test]
+    fn decodes_png_and_reports_truncation() {
+        let bytes = png(40, 30);
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.image.dimensions(), (40, 30));
+        assert_eq!(d.image.get_pixel(5, 5).0, [10, 200, 30]);
+        let err = decode(&bytes[..bytes.len() / 2]).err().unwrap();
+        assert_eq!(err.code(), "image_decode_failed");
+    }
+
+    #[test]
+    fn refuses_bomb_from_header_alone() {
+        // A valid PNG header declaring 100000×100000 pixels, and nothing else.
+        let mut bytes = png(1, 1);
+        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let err = decode(&bytes).err().unwrap();
+        assert_eq!(err.code(), "image_dimensions_too_large", "{err}");
+    }
+
+    #[test]
+    fn large_jpeg_is_decoded_at_reduced_scale() {
+        let img = RgbImage::from_fn(3300, 2000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg).unwrap();
+        let d = decode(&out).unwrap();
+        assert_eq!(d.original_size, (3300, 2000));
+        assert_eq!(d.scale_denominator, 2);
+        assert_eq!(d.image.width(), 1650);
+        let full = decode_with(&out, 0).unwrap();
+        assert_eq!(full.image.dimensions(), (3300, 2000));
+    }
+
+    #[test]
+    fn cmyk_white_and_black() {
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0, 0, 0, 0, 255]), vec![255, 255, 255, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,215 @@
+//! Pixel geometry: resizing (SIMD, via fast_image_resize), padded crops,
+//! rotations, the similarity transform onto an embedder's template and the
+//! bilinear warp that produces the aligned face crop.
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
+use image::{Rgb, RgbImage};
+
+/// Area averaging when shrinking, bilinear when enlarging.
+pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (width, height) = (width.max(1), height.max(1));
+    if (width, height) == img.dimensions() {
+        return img.clone();
+    }
+    let shrink = width < img.width() && height < img.height();
+    let alg = if shrink { ResizeAlg::Convolution(FilterType::Box) } else { ResizeAlg::Convolution(FilterType::Bilinear) };
+    let src = fast_image_resize::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("RgbImage buffers match their dimensions");
+    let mut dst = Image::new(width, height, PixelType::U8x3);
+    Resizer::new()
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+        .expect("same pixel type on both sides");
+    RgbImage::from_raw(width, height, dst.into_vec()).expect("resizer output matches its dimensions")
+}
+
+/// The `w`×`h` window at (x0, y0), zero (black) where it leaves the image.
+pub fn crop_padded(img: &RgbImage, x0: i64, y0: i64, w: u32, h: u32) -> RgbImage {
+    let mut out = RgbImage::new(w, h);
+    let (iw, ih) = (img.width() as i64, img.height() as i64);
+    let (sx0, sy0) = (x0.max(0), y0.max(0));
+    let (sx1, sy1) = ((x0 + w as i64).min(iw), (y0 + h as i64).min(ih));
+    if sx1 <= sx0 || sy1 <= sy0 {
+        return out;
+    }
+    let row = ((sx1 - sx0) * 3) as usize;
+    for y in sy0..sy1 {
+        let src = ((y * iw + sx0) * 3) as usize;
+        let dst = (((y - y0) * w as i64 + (sx0 - x0)) * 3) as usize;
+        out.as_mut()[dst..dst + row].copy_from_slice(&img.as_raw()[src..src + row]);
+    }
+    out
+}
+
+/// A 2×3 affine map `[a, b, c; d, e, f]`: (x, y) → (a x + b y + c, d x + e y + f).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine(pub [f64; 6]);
+
+impl Affine {
+    pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
+        let m = &self.0;
+        [m[0] * p[0] + m[1] * p[1] + m[2], m[3] * p[0] + m[4] * p[1] + m[5]]
+    }
+
+    /// Pixels of the destination per pixel of the source.
+    pub fn scale(&self) -> f64 {
+        self.0[0].hypot(self.0[3])
+    }
+
+    pub fn invert(&self) -> Option<Affine> {
+        let [a, b, c, d, e, f] = self.0;
+        let det = a * e - b * d;
+        if det.abs() < 1e-12 {
+            return None;
+        }
+        let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
+        Some(Affine([ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)]))
+    }
+
+    /// `self` after `first`.
+    pub fn then_after(&self, first: &Affine) -> Affine {
+        let [a, b, c, d, e, f] = self.0;
+        let [p, q, r, s, t, u] = first.0;
+        Affine([a * p + b * s, a * q + b * t, a * r + b * u + c, d * p + e * s, d * q + e * t, d * r + e * u + f])
+    }
+}
+
+/// Least-squares similarity (rotation, uniform scale, translation; no
+/// reflection) mapping `src` onto `dst` — Umeyama's solution, which in 2-D
+/// is the complex-number regression `dst ≈ a·src + t`.
+pub fn similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Affine {
+    let n = src.len().min(dst.len()) as f64;
+    let mean = |pts: &[[f64; 2]]| {
+        let s = pts.iter().fold([0.0, 0.0], |acc, p| [acc[0] + p[0], acc[1] + p[1]]);
+        [s[0] / n, s[1] / n]
+    };
+    let (ms, md) = (mean(src), mean(dst));
+    let (mut re, mut im, mut norm) = (0.0, 0.0, 0.0);
+    for (s, d) in src.iter().zip(dst) {
+        let (sx, sy) = (s[0] - ms[0], s[1] - ms[1]);
+        let (dx, dy) = (d[0] - md[0], d[1] - md[1]);
+        // conj(s) * d
+        re += sx * dx + sy * dy;
+        im += sx * dy - sy * dx;
+        norm += sx * sx + sy * sy;
+    }
+    let (a, b) = if norm > 0.0 { (re / norm, im / norm) } else { (1.0, 0.0) };
+    let tx = md[0] - (a * ms[0] - b * ms[1]);
+    let ty = md[1] - (b * ms[0] + a * ms[1]);
+    Affine([a, -b, tx, b, a, ty])
+}
+
+/// Bilinear warp of `img` by `m` (image → output) into a `size`×`size` crop;
+/// pixel centres at integer coordinates and black outside, as OpenCV's
+/// `warpAffine(INTER_LINEAR, BORDER_CONSTANT)`.
+pub fn warp(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
+    let inv = m.invert().unwrap_or(Affine([0.0; 6]));
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let raw = img.as_raw();
+    let px = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            return [0.0; 3];
+        }
+        let i = ((y * w + x) * 3) as usize;
+        [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
+    };
+    let mut out = RgbImage::new(size, size);
+    for v in 0..size {
+        for u in 0..size {
+            let [sx, sy] = inv.apply([u as f64, v as f64]);
+            if !(sx > -1.0 && sy > -1.0 && sx < w as f64 && sy < h as f64) {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as i64, sy.floor() as i64);
+            let (fx, fy) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
+            let mut c = [0u8; 3];
+            for k in 0..3 {
+                let top = p00[k] + (p10[k] - p00[k]) * fx;
+                let bottom = p01[k] + (p11[k] - p01[k]) * fx;
+                c[k] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+            }
+            out.put_pixel(u, v, Rgb(c));
+        }
+    }
+    out
+}
+
+/// Like [`warp`], but when the face is much larger than the crop the covered
+/// region is first area-downscaled, so bilinear sampling does not alias
+/// (what dlib's pyramid does for its chips).
+pub fn warp_antialiased(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
+    let s = 1.0 / m.scale();
+    let Some(inv) = m.invert() else { return warp(img, m, size) };
+    if s <= 1.5 {
+        return warp(img, m, size);
+    }
+    let last = (size - 1) as f64;
+    let corners = [[0.0, 0.0], [last, 0.0], [0.0, last], [last, last]].map(|p| inv.apply(p));
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let min_x = corners.iter().map(|c| c[0]).fold(f64::INFINITY, f64::min);
+    let max_x = corners.iter().map(|c| c[0]).fold(f64::NEG_INFINITY, f64::max);
+    let min_y = corners.iter().map(|c| c[1]).fold(f64::INFINITY, f64::min);
+    let max_y = corners.iter().map(|c| c[1]).fold(f64::NEG_INFINITY, f64::max);
+    let x0 = (min_x.floor() - 2.0 * s).max(0.0) as i64;
+    let x1 = (max_x.ceil() + 2.0 * s + 1.0).min(w) as i64;
+    let y0 = (min_y.floor() - 2.0 * s).max(0.0) as i64;
+    let y1 = (max_y.ceil() + 2.0 * s + 1.0).min(h) as i64;
+    if x1 - x0 < 2 || y1 - y0 < 2 {
+        return warp(img, m, size);
+    }
+    let (rw, rh) = ((x1 - x0) as u32, (y1 - y0) as u32);
+    let nw = ((rw as f64 / s).round() as u32).max(1);
+    let nh = ((rh as f64 / s).round() as u32).max(1);
+    let small = resize(&crop_padded(img, x0, y0, rw, rh), nw, nh);
+    // small pixel (j, i) has its centre at image (x0 + (j + 0.5) sx - 0.5, ...)
+    let (sx, sy) = (rw as f64 / nw as f64, rh as f64 / nh as f64);
+    let to_image = Affine([sx, 0.0, x0 as f64 + 0.5 * sx - 0.5, 0.0, sy, y0 as f64 + 0.5 * sy - 0.5]);
+    warp(&small, &m.then_after(&to_image), size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_recovers_a_known_transform() {
+        let truth = Affine([0.8 * 0.6, -0.8 * 0.8, 5.0, 0.8 * 0.8, 0.8 * 0.6, -3.0]);
+        let src = [[10.0, 20.0], [40.0, 22.0], [25.0, 35.0], [26.0, 50.0]];
+        let dst: Vec<[f64; 2]> = src.iter().map(|p| truth.apply(*p)).collect();
+        let m = similarity(&src, &dst);
+        for (a, b) in m.0.iter().zip(truth.0) {
+            assert!((a - b).abs() < 1e-9, "{m:?} vs {truth:?}");
+        }
+        assert!((m.scale() - 0.8).abs() < 1e-9);
+        let back = m.invert().unwrap().then_after(&m);
+        assert!((back.0[0] - 1.0).abs() < 1e-9 && back.0[1].abs() < 1e-9 && back.0[2].abs() < 1e-9);
+    }
+
+    #[test]
+    fn warp_identity_copies_and_pads_black() {
+        let img = RgbImage::from_fn(8, 8, |x, y| Rgb([(x * 10) as u8, (y * 10) as u8, 7]));
+        let out = warp(&img, &Affine([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), 10);
+        assert_eq!(out.get_pixel(3, 4), img.get_pixel(3, 4));
+        assert_eq!(out.get_pixel(9, 9).0, [0, 0, 0]);
+        let shifted = warp(&img, &Affine([1.0, 0.0, 2.0, 0.0, 1.0, 0.0]), 8);
+        assert_eq!(shifted.get_pixel(5, 1), img.get_pixel(3, 1));
+    }
+
+    #[test]
+    fn crop_padded_fills_outside_with_black() {
+        let img = RgbImage::from_pixel(4, 4, Rgb([9, 9, 9]));
+        let c = crop_padded(&img, -2, 2, 4, 4);
+        assert_eq!(c.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(c.get_pixel(2, 0).0, [9, 9, 9]);
+        assert_eq!(c.get_pixel(2, 2).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn resize_keeps_flat_colour() {
+        let img = RgbImage::from_pixel(100, 60, Rgb([50, 100, 150]));
+        let small = resize(&img, 25, 15);
+        assert_eq!(small.dimensions(), (25, 15));
+        assert_eq!(small.get_pixel(10, 7).0, [50, 100, 150]);
+        let big = resize(&img, 200, 120);
+        assert_eq!(big.get_pixel(100, 60).0, [50, 100, 150]);
+    }
+}

@@ -1,0 +1,73 @@
+//! One worker's models and the per-image pipeline: decode → orient → detect
+//! → align → embed.
+use std::time::{Duration, Instant};
+
+use super::{
+    decode::{self, DecodeError},
+    detect::{Detector, Face},
+    embed::Embedder,
+    pack::Pack,
+    runtime,
+};
+
+/// Most target faces compared (largest first).
+pub const MAX_TARGET_FACES: usize = 10;
+
+/// What one image yielded.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// Normalised embeddings, largest face first.
+    pub embeddings: Vec<Vec<f32>>,
+    pub faces: Vec<Face>,
+    /// Image size after decode and orientation, and how far it was turned to find a face.
+    pub size: (u32, u32),
+    pub rotation: u16,
+    pub decode: Duration,
+    pub detect: Duration,
+    pub embed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{0:#}")]
+    Engine(#[from] anyhow::Error),
+}
+
+pub struct Models {
+    pub detector: Detector,
+    pub embedder: Embedder,
+}
+
+impl Models {
+    pub fn new(pack: &Pack, intra_threads: usize) -> anyhow::Result<Self> {
+        let m = &pack.manifest;
+        Ok(Self {
+            detector: Detector::new(runtime::session(&pack.detector_bytes, intra_threads)?, m.detector.clone()),
+            embedder: Embedder::new(runtime::session(&pack.embedder_bytes, intra_threads)?, m.embedder.clone()),
+        })
+    }
+
+    /// Embeds up to `max_faces` faces of the image, largest first.
+    pub fn analyze(&mut self, bytes: &[u8], max_faces: usize) -> Result<Analysis, AnalyzeError> {
+        let t0 = Instant::now();
+        let decoded = decode::decode(bytes)?;
+        let t1 = Instant::now();
+        let (img, mut faces, rotation) = self.detector.faces_any_rotation(decoded.image)?;
+        faces.truncate(max_faces.max(1));
+        let t2 = Instant::now();
+        let crops: Vec<_> = faces.iter().map(|f| self.embedder.crop(&img, f)).collect();
+        let embeddings = self.embedder.embed(&crops)?;
+        let t3 = Instant::now();
+        Ok(Analysis {
+            embeddings,
+            faces,
+            size: img.dimensions(),
+            rotation,
+            decode: t1 - t0,
+            detect: t2 - t1,
+            embed: t3 - t2,
+        })
+    }
+}
