@@ -1,8 +1,9 @@
 //! Accounts: organisations, API keys, the token ledger, rate limits and
-//! idempotency records, in SQLite (embedded default) or PostgreSQL.
+//! idempotency records, in SQLite (embedded default) or PostgreSQL, through
+//! sqlx's `Any` driver. All shared state (balances, rate-limit TATs,
+//! idempotency records) lives in the database so that several replicas agree.
 //!
-//! STUB: the signatures below are the contract the HTTP layer and the CLI use;
-//! the accounts implementation fills them in.
+//! The methods of [`Accounts`] are spread over the submodules by topic.
 use serde::Serialize;
 
 use crate::config::RateLimit;
@@ -11,6 +12,8 @@ use crate::config::RateLimit;
 pub enum AccountsError {
     #[error("organisation {0:?} not found")]
     OrgNotFound(String),
+    #[error("API key {0:?} not found")]
+    KeyNotFound(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -96,77 +99,38 @@ pub struct KeyInfo {
 #[derive(Clone)]
 pub struct Accounts {
     pub pool: sqlx::AnyPool,
+    backend: Backend,
 }
 
-#[allow(unused_variables)]
-impl Accounts {
-    /// Connects (creating the SQLite file and its folder if needed).
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        todo!()
-    }
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        todo!()
-    }
-    /// Cheap round trip for /readyz.
-    pub async fn ping(&self) -> Result<(), AccountsError> {
-        todo!()
-    }
-    /// The org of a live (not revoked) key, or None.
-    pub async fn authenticate(&self, presented_key: &str) -> Result<Option<Org>, AccountsError> {
-        todo!()
-    }
-    /// Counts one request against the org's limit (state shared through the database).
-    pub async fn rate_check(&self, org: &Org) -> Result<RateDecision, AccountsError> {
-        todo!()
-    }
-    pub async fn balance(&self, org_id: &str) -> Result<i64, AccountsError> {
-        todo!()
-    }
-    /// Atomic debit plus ledger row; Ok(None) when the balance is below `cost`.
-    pub async fn charge(&self, org_id: &str, cost: i64, request_id: &str) -> Result<Option<i64>, AccountsError> {
-        todo!()
-    }
-    pub async fn idempotency_begin(
-        &self,
-        org_id: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<IdempotencyBegin, AccountsError> {
-        todo!()
-    }
-    /// Stores the final response of a reserved key.
-    pub async fn idempotency_finish(&self, org_id: &str, key: &str, status: u16, body: &str) -> Result<(), AccountsError> {
-        todo!()
-    }
-    /// Releases a reserved key after a failure, so a retry runs again.
-    pub async fn idempotency_abandon(&self, org_id: &str, key: &str) -> Result<(), AccountsError> {
-        todo!()
-    }
-    pub async fn create_org(&self, new: NewOrg) -> Result<Org, AccountsError> {
-        todo!()
-    }
-    /// By id or by name.
-    pub async fn find_org(&self, id_or_name: &str) -> Result<Org, AccountsError> {
-        todo!()
-    }
-    pub async fn list_orgs(&self) -> Result<Vec<Org>, AccountsError> {
-        todo!()
-    }
-    pub async fn create_key(&self, org_id_or_name: &str) -> Result<CreatedKey, AccountsError> {
-        todo!()
-    }
-    pub async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>, AccountsError> {
-        todo!()
-    }
-    pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountsError> {
-        todo!()
-    }
-    /// Credit plus ledger row; returns the new balance.
-    pub async fn add_tokens(&self, org_id_or_name: &str, amount: i64, reason: &str) -> Result<i64, AccountsError> {
-        todo!()
-    }
-    /// Embedded default: creates the `default` org and a key on first start; Some(key) only then.
-    pub async fn ensure_default_org(&self, tokens: i64, rate_limit: RateLimit) -> Result<Option<CreatedKey>, AccountsError> {
-        todo!()
-    }
+mod db;
+mod idempotency;
+mod keys;
+mod ledger;
+mod orgs;
+mod rate_limit;
+
+pub use db::Backend;
+
+/// Wall-clock time as unix milliseconds (how every timestamp is stored).
+fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// `prefix` + `bytes` random bytes in hex, from the OS generator.
+fn random_id(prefix: &str, bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    format!("{prefix}{}", hex::encode(buf))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
