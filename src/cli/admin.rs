@@ -35,11 +35,11 @@ pub async fn org(config: &Config, cmd: OrgCommand) -> anyhow::Result<()> {
             } else if orgs.is_empty() {
                 println!("no organisations");
             } else {
-                println!("{:<22} {:<24} {:>12}  {:<10} {:<9} s3 prefix", "id", "name", "balance", "rate", "threshold");
+                println!("{:<28} {:<24} {:>12}  {:<10} {:<9} s3 prefix", "id", "name", "balance", "rate", "threshold");
                 for o in &orgs {
                     let threshold = o.threshold.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<22} {:<24} {:>12}  {:<10} {:<9} {}",
+                        "{:<28} {:<24} {:>12}  {:<10} {:<9} {}",
                         o.id, o.name, o.balance, o.rate_limit, threshold, o.s3_prefix
                     );
                 }
@@ -107,7 +107,7 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
             } else {
                 for k in &keys {
                     let state = if k.revoked { "revoked" } else { "active" };
-                    println!("{}  {state}  created {}", k.id, k.created_at_ms);
+                    println!("{}  {state:<7}  created {}", k.id, utc_text(k.created_at_ms));
                 }
             }
             Ok(())
@@ -148,7 +148,33 @@ fn print_org(org: &Org) {
     }
 }
 
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, no date crate needed).
+fn utc_text(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc_text(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+    }
 }
