@@ -6,16 +6,17 @@
 #   docker build --target tests -t facecompare-tests .   # the integration suite (used by docker compose)
 #
 # Stages: builder (release binary) · ort (ONNX Runtime library from the pinned
-# PyPI wheel) · runtime (debian slim, non-root) · tests (toolchain + sources).
+# PyPI wheel) · fixtures (test images) · tests (toolchain + sources +
+# fixtures) · runtime (debian slim, non-root; last, so the default target).
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 
 # ---------------------------------------------------------------- builder ---
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY migrations ./migrations
+# The whole context (see .dockerignore): the manifest may name benches, examples
+# or files that the sources include.
+COPY . .
 # Cache mounts keep the registry and target/ between builds; the binary is
 # copied out in the same step because the cache is not part of the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -29,6 +30,27 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM python:3.11-slim-bookworm AS ort
 COPY scripts/fetch-onnxruntime.sh /fetch-onnxruntime.sh
 RUN bash /fetch-onnxruntime.sh /ort
+
+# --------------------------------------------------------------- fixtures ---
+# Face images for the tests stage, from the same pinned, sha256-checked script.
+FROM python:3.11-slim-bookworm AS fixtures
+COPY scripts/fetch-fixtures.sh /fetch-fixtures.sh
+RUN FIXTURES_DIR=/fixtures bash /fetch-fixtures.sh && rm -rf /fixtures/.cache
+
+# ------------------------------------------------------------------ tests ---
+# The integration suite, run by `docker compose --profile tests run --rm tests`
+# against the running stack over HTTP (FACECOMPARE_TEST_BASE_URL). Test
+# binaries are compiled at build time so that `run` starts testing at once.
+FROM ${RUST_IMAGE} AS tests
+WORKDIR /src
+COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
+ENV ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \
+    CARGO_TERM_COLOR=never
+COPY . .
+COPY --from=fixtures /fixtures ./tests/fixtures/fetched
+# No cache mount here: `cargo test` at run time needs the registry sources in the image.
+RUN cargo test --locked --no-run
+CMD ["cargo", "test", "--locked", "--tests"]
 
 # ---------------------------------------------------------------- runtime ---
 FROM debian:bookworm-slim AS runtime
@@ -54,17 +76,3 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["facecompare"]
 CMD ["serve"]
-
-# ------------------------------------------------------------------ tests ---
-# The integration suite, run by `docker compose --profile tests run --rm tests`
-# against the running stack over HTTP (FACECOMPARE_TEST_BASE_URL). Test
-# binaries are compiled at build time so that `run` starts testing at once.
-FROM ${RUST_IMAGE} AS tests
-WORKDIR /src
-COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
-ENV ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \
-    CARGO_TERM_COLOR=never
-COPY . .
-# No cache mount here: `cargo test` at run time needs the registry sources in the image.
-RUN cargo test --locked --no-run
-CMD ["cargo", "test", "--locked", "--tests"]
