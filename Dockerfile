@@ -50,7 +50,7 @@ COPY . .
 COPY --from=fixtures /fixtures ./tests/fixtures/fetched
 # No cache mount here: `cargo test` at run time needs the registry sources in the image.
 RUN cargo test --locked --no-run
-CMD ["cargo", "test", "--locked", "--tests"]
+CMD ["cargo", "test", "--locked"]
 
 # ---------------------------------------------------------------- runtime ---
 FROM debian:bookworm-slim AS runtime
