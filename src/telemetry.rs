@@ -22,7 +22,8 @@ pub fn init(config: &Config) {
     let result = if config.log_json {
         registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init()
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
     };
     // Already installed (tests, or a CLI command that set it up): keep that one.
     let _ = result;

@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Serialize, Serializer};
 use tokio::time::timeout_at;
@@ -59,21 +60,45 @@ pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Respon
 
 async fn run(state: Arc<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let mut body = Some(body);
     let org = match authenticate(&state, &parts.headers).await {
         Ok(org) => org,
-        Err(e) => return e.into_response(),
+        Err(e) => return answer_early(e, body).await,
     };
     let decision = match state.accounts.rate_check(&org).await {
         Ok(d) => d,
-        Err(e) => return with_org(ApiError::from(e).into_response(), &org),
+        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
     };
     let mut response = if decision.allowed {
-        process(&state, &org, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response)
+        match process(&state, &org, &parts.headers, &mut body).await {
+            Ok(r) => r,
+            Err(e) => answer_early(e, body).await,
+        }
     } else {
-        ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs).into_response()
+        answer_early(ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs), body).await
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
     with_org(response, &org)
+}
+
+/// An error answer; a body not read yet is read and discarded first (within
+/// the body limit and a few seconds), so that a client still sending gets
+/// the answer instead of a reset connection.
+async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
+    if let Some(body) = body {
+        let mut stream = body.into_data_stream();
+        let drain = async {
+            let mut total = 0usize;
+            while let Some(Ok(chunk)) = stream.next().await {
+                total += chunk.len();
+                if total > MAX_BODY_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+    e.into_response()
 }
 
 fn with_org(mut response: Response, org: &Org) -> Response {
@@ -133,11 +158,19 @@ impl Drop for Reservation {
     }
 }
 
+/// How long an early error waits for the rest of an unread body.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn timed_out() -> ApiError {
     ApiError::unavailable("request_timeout", "the request took too long; retry later", 1)
 }
 
-async fn process(state: &AppState, org: &Org, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn process(
+    state: &AppState,
+    org: &Org,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let idem_key = idempotency_key(headers)?;
     let declared_len = headers
@@ -145,12 +178,14 @@ async fn process(state: &AppState, org: &Org, headers: &HeaderMap, body: Body) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        // Not worth reading: the connection is closed after this answer.
+        body.take();
         return Err(InputError::BodyTooLarge { limit: MAX_BODY_BYTES }.into());
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let inputs = timeout_at(deadline, inputs::body::read_compare_body(content_type, body))
-        .await
-        .map_err(|_| timed_out())??;
+    let kind = inputs::body::body_kind(content_type)?;
+    let body = body.take().unwrap_or_default();
+    let inputs = timeout_at(deadline, inputs::body::read_body(kind, body)).await.map_err(|_| timed_out())??;
 
     let reservation = match idem_key {
         None => None,

@@ -20,21 +20,40 @@ use super::{CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYT
 /// Strings above this size are decoded on the blocking pool, off the async workers.
 const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
 
-/// Reads and parses the body according to its `Content-Type`.
-pub async fn read_compare_body(content_type: Option<&str>, body: Body) -> Result<CompareInputs, InputError> {
+/// How a body is encoded, from its `Content-Type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Multipart { boundary: String },
+}
+
+/// Judges the `Content-Type` alone, before any byte of the body is read.
+pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, InputError> {
     let ct = content_type.unwrap_or("").trim();
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
-        read_json(body).await
+        Ok(BodyKind::Json)
     } else if essence == "multipart/form-data" {
         let boundary = multer::parse_boundary(ct).map_err(|_| InputError::InvalidBody {
             message: "multipart/form-data without a boundary parameter".into(),
         })?;
-        read_multipart(boundary, body).await
+        Ok(BodyKind::Multipart { boundary })
     } else {
         Err(InputError::UnsupportedContentType {
             content_type: if ct.is_empty() { "(none)".into() } else { ct.chars().take(100).collect() },
         })
+    }
+}
+
+/// Reads and parses the body according to its `Content-Type`.
+pub async fn read_compare_body(content_type: Option<&str>, body: Body) -> Result<CompareInputs, InputError> {
+    read_body(body_kind(content_type)?, body).await
+}
+
+pub async fn read_body(kind: BodyKind, body: Body) -> Result<CompareInputs, InputError> {
+    match kind {
+        BodyKind::Json => read_json(body).await,
+        BodyKind::Multipart { boundary } => read_multipart(boundary, body).await,
     }
 }
 
@@ -164,24 +183,37 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
     let mut source: Option<Bytes> = None;
     let mut target: Option<Bytes> = None;
     let mut others: Vec<String> = Vec::new();
-    while let Some(mut part) = mp.next_field().await.map_err(map_multer)? {
-        let (slot, field) = match part.name() {
-            Some("source") => (&mut source, "source"),
-            Some("target") => (&mut target, "target"),
-            name => {
-                if let Some(n) = name
-                    && others.len() < 10
-                {
-                    others.push(n.chars().take(40).collect());
+    let parts = async {
+        while let Some(mut part) = mp.next_field().await.map_err(map_multer)? {
+            let (slot, field) = match part.name() {
+                Some("source") => (&mut source, "source"),
+                Some("target") => (&mut target, "target"),
+                name => {
+                    if let Some(n) = name
+                        && others.len() < 10
+                    {
+                        others.push(n.chars().take(40).collect());
+                    }
+                    while part.chunk().await.map_err(map_multer)?.is_some() {}
+                    continue;
                 }
-                while part.chunk().await.map_err(map_multer)?.is_some() {}
-                continue;
+            };
+            if slot.is_some() {
+                return Err(InputError::DuplicateField { field: field.into() });
             }
-        };
-        if slot.is_some() {
-            return Err(InputError::DuplicateField { field: field.into() });
+            *slot = Some(read_part(field, &mut part).await?);
         }
-        *slot = Some(read_part(field, &mut part).await?);
+        Ok(())
+    };
+    if let Err(e) = parts.await {
+        // Read the rest (within the body limit) so that the client, still
+        // sending, gets this answer rather than a reset connection.
+        if !matches!(e, InputError::BodyTooLarge { .. } | InputError::InvalidBody { .. }) {
+            while let Ok(Some(mut part)) = mp.next_field().await {
+                while let Ok(Some(_)) = part.chunk().await {}
+            }
+        }
+        return Err(e);
     }
     let missing = |field: &str| InputError::MissingField { field: field.into(), hint: missing_hint(&others) };
     let source = source.ok_or_else(|| missing("source"))?;

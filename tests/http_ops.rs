@@ -1,0 +1,171 @@
+//! Operator surface over HTTP: health, readiness, metrics, OpenAPI, the
+//! embedded default, graceful shutdown, and replicas sharing one PostgreSQL.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use common::{Backend, ServerOptions, file, fixture, server, spawn_server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_openapi() {
+    let s = server(Backend::Sqlite);
+    let r = s.get("/healthz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["database"], "ok");
+    let r = s.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/v1/face/compare"]["post"]["responses"]["402"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_stages_and_tokens() {
+    let s = server(Backend::Postgres);
+    let org = s.org(3).await;
+    s.compare_multipart(&org.key, &file(&fixture("obama.jpg")), &file(&fixture("obama2.jpg"))).await.assert_compare_ok();
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").is_some_and(|c| c.contains("openmetrics-text")));
+    let m = &r.text;
+    let value = |prefix: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing in\n{m}"))
+    };
+    assert!(value("facecompare_requests_total{route=\"/v1/face/compare\",status=\"200\"}") >= 1.0);
+    assert!(value("facecompare_tokens_charged_total") >= 1.0);
+    for stage in ["decode", "detect", "embed", "queue"] {
+        assert!(value(&format!("facecompare_stage_seconds_count{{stage=\"{stage}\"}}")) >= 1.0, "{stage}");
+    }
+    assert!(m.contains("facecompare_inference_queue_depth"));
+    assert!(m.contains("facecompare_request_duration_seconds_bucket"));
+}
+
+/// No configuration: SQLite under ./data, a `default` org whose key is
+/// printed once on stdout and never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions { db_url: None, cwd: Some(dir.path().to_path_buf()), env: Vec::new() };
+    let key = {
+        let s = spawn_server(opts.clone());
+        let out = s.stdout.lock().unwrap().join("\n");
+        let key = out
+            .split_whitespace()
+            .find(|w| w.starts_with("fck_"))
+            .unwrap_or_else(|| panic!("no key in the banner:\n{out}"))
+            .to_string();
+        let r = s.compare_multipart(&key, &file(&fixture("obama.jpg")), &file(&fixture("obama2.jpg"))).await;
+        r.assert_compare_ok();
+        let log = std::fs::read_to_string(s.log.as_ref().unwrap()).unwrap();
+        assert!(!log.contains(&key), "the key must never be logged");
+        key
+    };
+    assert!(dir.path().join("data").is_dir(), "SQLite lives under ./data");
+    // Second start on the same data: no new key, the old one still works.
+    let s = spawn_server(opts);
+    let out = s.stdout.lock().unwrap().join("\n");
+    assert!(!out.contains("fck_"), "a key is printed only on first start:\n{out}");
+    s.compare_multipart(&key, &file(&fixture("obama.jpg")), &file(&fixture("biden.jpg"))).await.assert_compare_ok();
+}
+
+/// SIGTERM while a request is being received: the request completes, then
+/// the server exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let mut s = spawn_server(ServerOptions::new(&common::fresh_database(Backend::Sqlite, "drain")));
+    let org = s.org(5).await;
+    let (a, b) = (fixture("obama.jpg"), fixture("obama2.jpg"));
+    let boundary = "drain-test-boundary";
+    let mut body = Vec::new();
+    for (name, data) in [("source", &a), ("target", &b)] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.jpg\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let key = org.key.clone();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "POST /v1/face/compare HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {key}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    stream.write_all(&body[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    stream.write_all(&body[half..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"isMatch\":true"), "{response}");
+    let status = s.wait_exit(Duration::from_secs(30)).expect("server exits after draining");
+    assert!(status.success(), "exit status {status}");
+    // The drained request was charged exactly once.
+    let accounts = facecompare::accounts::Accounts::connect(&s.db_url).await.unwrap();
+    assert_eq!(accounts.balance(&org.id).await.unwrap(), 4);
+}
+
+/// Two replicas on one PostgreSQL database share each org's rate limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_rate_limit() {
+    let db = match common::external_base() {
+        // Against the compose stack: a local replica on the stack's database.
+        Some(_) => std::env::var("FACECOMPARE_DATABASE_URL").unwrap(),
+        None => common::fresh_database(Backend::Postgres, "replicas"),
+    };
+    let a = spawn_server(ServerOptions::new(&db));
+    let b = spawn_server(ServerOptions::new(&db));
+    let org = a.org_with(10, &["--rate-limit", "4/min"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        // Cheap requests: refused after the rate check, before any inference.
+        let r = s.post_raw(&org.key, "application/json", b"{}".to_vec(), &[]).await;
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [400, 400, 400, 400, 429, 429], "the limit of 4/min holds across both servers");
+}
+
+/// Readiness follows the database: a dropped database makes /readyz 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_the_database_is_gone() {
+    if common::external_base().is_some() {
+        eprintln!("skipped against an external server: it needs a PostgreSQL it may create and drop databases on");
+        return;
+    }
+    let db = common::fresh_database(Backend::Postgres, "ready");
+    let s = spawn_server(ServerOptions::new(&db));
+    assert_eq!(s.get("/readyz").await.status, 200);
+    let (base, name) = db.rsplit_once('/').unwrap();
+    let admin = format!("{base}/postgres");
+    let name = name.to_string();
+    {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        conn.execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str()).await.unwrap();
+    }
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json()["status"], "not_ready");
+    // Liveness is not readiness.
+    assert_eq!(s.get("/healthz").await.status, 200);
+}
