@@ -27,7 +27,11 @@ impl SqliteDb {
         let url = format!("sqlite://{}/nested/fc.db", dir.path().display());
         let accounts = Accounts::connect(&url).await.expect("connect sqlite");
         accounts.migrate().await.expect("migrate sqlite");
-        Self { _dir: dir, url, accounts }
+        Self {
+            _dir: dir,
+            url,
+            accounts,
+        }
     }
 }
 
@@ -39,9 +43,12 @@ struct PgDb {
 }
 
 fn pg_server_url() -> String {
-    let url = std::env::var("FACECOMPARE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
+    let url = std::env::var("FACECOMPARE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
     // Keep scheme://user@host:port, drop any database path or query.
-    let (scheme, rest) = url.split_once("://").expect("FACECOMPARE_TEST_PG_URL must be a postgres:// URL");
+    let (scheme, rest) = url
+        .split_once("://")
+        .expect("FACECOMPARE_TEST_PG_URL must be a postgres:// URL");
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     format!("{scheme}://{authority}")
 }
@@ -55,24 +62,43 @@ impl PgDb {
         let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
             Ok(conn) => conn,
             Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: PostgreSQL at {server} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to make this fail");
+                eprintln!(
+                    "SKIPPED: PostgreSQL at {server} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to make this fail"
+                );
                 return None;
             }
             Err(e) => panic!("PostgreSQL at {server} unreachable and CI is set: {e}"),
         };
-        let name = format!("fc_test_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        let name = format!(
+            "fc_test_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         admin.close().await.ok();
         let url = format!("{server}/{name}");
         let accounts = Accounts::connect(&url).await.expect("connect postgres");
         accounts.migrate().await.expect("migrate postgres");
-        Some(Self { admin_url, name, url, accounts })
+        Some(Self {
+            admin_url,
+            name,
+            url,
+            accounts,
+        })
     }
 
     async fn drop_db(self) {
         self.accounts.pool.close().await;
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut admin).await;
+            let _ = sqlx::raw_sql(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
         }
     }
 }
@@ -118,13 +144,23 @@ fn limit(text: &str) -> RateLimit {
 }
 
 fn new_org(name: &str, tokens: i64) -> NewOrg {
-    NewOrg { name: name.into(), tokens, s3_prefix: None, rate_limit: limit("60/min"), threshold: None }
+    NewOrg {
+        name: name.into(),
+        tokens,
+        s3_prefix: None,
+        rate_limit: limit("60/min"),
+        threshold: None,
+    }
 }
 
 async fn assert_ledger_consistent(acc: &Accounts, org: &Org) {
     let balance = acc.balance(&org.id).await.unwrap();
     let sum = acc.ledger_sum(&org.id).await.unwrap();
-    assert_eq!(balance, sum, "balance must equal the ledger sum for {}", org.name);
+    assert_eq!(
+        balance, sum,
+        "balance must equal the ledger sum for {}",
+        org.name
+    );
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -163,32 +199,66 @@ async fn orgs_by_id_or_name_and_validation(acc: &Accounts) {
     assert_eq!(by_id.id, acme.id);
     assert_eq!(by_name.id, acme.id);
     assert_eq!(acc.find_org("globex").await.unwrap().threshold, Some(92.5));
-    assert!(matches!(acc.find_org("nope").await, Err(AccountsError::OrgNotFound(_))));
+    assert!(matches!(
+        acc.find_org("nope").await,
+        Err(AccountsError::OrgNotFound(_))
+    ));
 
-    let names: Vec<String> = acc.list_orgs().await.unwrap().into_iter().map(|o| o.name).collect();
+    let names: Vec<String> = acc
+        .list_orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     assert_eq!(names, ["acme", "globex"]);
 
     // Refusals name the problem and write nothing.
     let dup = acc.create_org(new_org("acme", 1)).await.unwrap_err();
-    assert!(matches!(&dup, AccountsError::Invalid(m) if m.contains("already exists")), "{dup}");
-    for (prefix, why) in [("../x/", ".."), ("/abs/", "start with '/'"), ("no-slash", "end with '/'")] {
+    assert!(
+        matches!(&dup, AccountsError::Invalid(m) if m.contains("already exists")),
+        "{dup}"
+    );
+    for (prefix, why) in [
+        ("../x/", ".."),
+        ("/abs/", "start with '/'"),
+        ("no-slash", "end with '/'"),
+    ] {
         let mut bad = new_org("bad-prefix", 0);
         bad.s3_prefix = Some(prefix.into());
         let err = acc.create_org(bad).await.unwrap_err();
-        assert!(matches!(&err, AccountsError::Invalid(m) if m.contains(why)), "{prefix}: {err}");
+        assert!(
+            matches!(&err, AccountsError::Invalid(m) if m.contains(why)),
+            "{prefix}: {err}"
+        );
     }
     let mut bad = new_org("bad-threshold", 0);
     bad.threshold = Some(101.0);
-    assert!(matches!(acc.create_org(bad).await, Err(AccountsError::Invalid(_))));
-    assert!(matches!(acc.create_org(new_org("negative", -1)).await, Err(AccountsError::Invalid(_))));
-    assert!(matches!(acc.create_org(new_org("has space", 0)).await, Err(AccountsError::Invalid(_))));
+    assert!(matches!(
+        acc.create_org(bad).await,
+        Err(AccountsError::Invalid(_))
+    ));
+    assert!(matches!(
+        acc.create_org(new_org("negative", -1)).await,
+        Err(AccountsError::Invalid(_))
+    ));
+    assert!(matches!(
+        acc.create_org(new_org("has space", 0)).await,
+        Err(AccountsError::Invalid(_))
+    ));
     assert_eq!(acc.list_orgs().await.unwrap().len(), 2);
 
     // Credits by name or id, each a ledger row.
     assert_eq!(acc.add_tokens("acme", 5, "top-up").await.unwrap(), 12);
     assert_eq!(acc.add_tokens(&acme.id, 3, "top-up").await.unwrap(), 15);
-    assert!(matches!(acc.add_tokens("acme", 0, "zero").await, Err(AccountsError::Invalid(_))));
-    assert!(matches!(acc.add_tokens("nope", 1, "x").await, Err(AccountsError::OrgNotFound(_))));
+    assert!(matches!(
+        acc.add_tokens("acme", 0, "zero").await,
+        Err(AccountsError::Invalid(_))
+    ));
+    assert!(matches!(
+        acc.add_tokens("nope", 1, "x").await,
+        Err(AccountsError::OrgNotFound(_))
+    ));
     assert_eq!(acc.balance(&acme.id).await.unwrap(), 15);
     assert_ledger_consistent(acc, &acme).await;
 }
@@ -201,34 +271,71 @@ async fn keys_authenticate_and_revoke(acc: &Accounts) {
     let k3 = acc.create_key("other").await.unwrap();
     assert_eq!(k1.org, acme.id);
     assert!(k1.id.starts_with("key_"));
-    assert!(k1.key.starts_with("fck_") && k1.key.len() >= 4 + 32, "at least 128 bits");
+    assert!(
+        k1.key.starts_with("fck_") && k1.key.len() >= 4 + 32,
+        "at least 128 bits"
+    );
     assert_ne!(k1.key, k2.key);
 
-    assert_eq!(acc.authenticate(&k1.key).await.unwrap().unwrap().id, acme.id);
-    assert_eq!(acc.authenticate(&k2.key).await.unwrap().unwrap().id, acme.id);
-    assert_eq!(acc.authenticate(&k3.key).await.unwrap().unwrap().id, other.id);
-    for wrong in ["", "fck_", "nonsense", &format!("{}x", k1.key), &k1.key[..k1.key.len() - 1], &k1.key.to_uppercase()] {
-        assert!(acc.authenticate(wrong).await.unwrap().is_none(), "{wrong:?} must not authenticate");
+    assert_eq!(
+        acc.authenticate(&k1.key).await.unwrap().unwrap().id,
+        acme.id
+    );
+    assert_eq!(
+        acc.authenticate(&k2.key).await.unwrap().unwrap().id,
+        acme.id
+    );
+    assert_eq!(
+        acc.authenticate(&k3.key).await.unwrap().unwrap().id,
+        other.id
+    );
+    for wrong in [
+        "",
+        "fck_",
+        "nonsense",
+        &format!("{}x", k1.key),
+        &k1.key[..k1.key.len() - 1],
+        &k1.key.to_uppercase(),
+    ] {
+        assert!(
+            acc.authenticate(wrong).await.unwrap().is_none(),
+            "{wrong:?} must not authenticate"
+        );
     }
     // The secret is not stored anywhere in the keys table.
     let keys = acc.list_keys(&acme.id).await.unwrap();
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().all(|k| !k.revoked));
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1 OR id = $1")
-        .bind(&k1.key)
-        .fetch_one(&acc.pool)
-        .await
-        .unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1 OR id = $1")
+            .bind(&k1.key)
+            .fetch_one(&acc.pool)
+            .await
+            .unwrap();
     assert_eq!(stored, 0);
 
     acc.revoke_key(&k1.id).await.unwrap();
-    assert!(acc.authenticate(&k1.key).await.unwrap().is_none(), "revoked key must fail");
-    assert!(acc.authenticate(&k2.key).await.unwrap().is_some(), "sibling key still works");
-    acc.revoke_key(&k1.id).await.expect("revoking twice is fine");
-    assert!(matches!(acc.revoke_key("key_missing").await, Err(AccountsError::KeyNotFound(_))));
+    assert!(
+        acc.authenticate(&k1.key).await.unwrap().is_none(),
+        "revoked key must fail"
+    );
+    assert!(
+        acc.authenticate(&k2.key).await.unwrap().is_some(),
+        "sibling key still works"
+    );
+    acc.revoke_key(&k1.id)
+        .await
+        .expect("revoking twice is fine");
+    assert!(matches!(
+        acc.revoke_key("key_missing").await,
+        Err(AccountsError::KeyNotFound(_))
+    ));
     let keys = acc.list_keys(&acme.id).await.unwrap();
     assert_eq!(keys.iter().filter(|k| k.revoked).count(), 1);
-    assert!(matches!(acc.create_key("ghost").await, Err(AccountsError::OrgNotFound(_))));
+    assert!(matches!(
+        acc.create_key("ghost").await,
+        Err(AccountsError::OrgNotFound(_))
+    ));
 }
 
 async fn concurrent_charges_succeed_exactly_balance_times(acc: &Accounts) {
@@ -250,7 +357,11 @@ async fn concurrent_charges_succeed_exactly_balance_times(acc: &Accounts) {
         }
     }
     assert_eq!(ok, 5, "exactly min(N, k) charges succeed");
-    assert_eq!(balances, HashSet::from([0, 1, 2, 3, 4]), "each success saw a distinct balance");
+    assert_eq!(
+        balances,
+        HashSet::from([0, 1, 2, 3, 4]),
+        "each success saw a distinct balance"
+    );
     assert_eq!(acc.balance(&org.id).await.unwrap(), 0);
     assert_ledger_consistent(acc, &org).await;
     assert_eq!(acc.charge(&org.id, 1, "late").await.unwrap(), None);
@@ -265,8 +376,15 @@ async fn concurrent_charges_succeed_exactly_balance_times(acc: &Accounts) {
         .fetch_one(&acc.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 1 + 5 + 1 + 1, "initial credit, 5 debits, top-up, exact debit");
-    assert!(matches!(acc.charge(&org.id, -1, "neg").await, Err(AccountsError::Invalid(_))));
+    assert_eq!(
+        rows,
+        1 + 5 + 1 + 1,
+        "initial credit, 5 debits, top-up, exact debit"
+    );
+    assert!(matches!(
+        acc.charge(&org.id, -1, "neg").await,
+        Err(AccountsError::Invalid(_))
+    ));
     assert_ledger_consistent(acc, &org).await;
 }
 
@@ -281,12 +399,20 @@ async fn rate_limit_admits_burst_then_refuses(acc: &Accounts) {
         assert!(d.allowed, "request {i} is within the burst");
         assert_eq!((d.limit, d.window_secs), (5, 60));
         assert_eq!(d.remaining, 4 - i);
-        assert!(d.reset_secs >= 1 && d.reset_secs <= 60, "reset {}", d.reset_secs);
+        assert!(
+            d.reset_secs >= 1 && d.reset_secs <= 60,
+            "reset {}",
+            d.reset_secs
+        );
     }
     let refused = acc.rate_check(&org).await.unwrap();
     assert!(!refused.allowed);
     assert_eq!(refused.remaining, 0);
-    assert!((1..=12).contains(&refused.retry_after_secs), "retry after {}", refused.retry_after_secs);
+    assert!(
+        (1..=12).contains(&refused.retry_after_secs),
+        "retry after {}",
+        refused.retry_after_secs
+    );
     // Refusals do not push the next admission further away.
     let again = acc.rate_check(&org).await.unwrap();
     assert!(!again.allowed && again.retry_after_secs <= refused.retry_after_secs);
@@ -297,29 +423,60 @@ async fn rate_limit_admits_burst_then_refuses(acc: &Accounts) {
 async fn idempotency_new_replay_mismatch_in_progress(acc: &Accounts) {
     let org = acc.create_org(new_org("idem", 0)).await.unwrap();
     let other = acc.create_org(new_org("idem-other", 0)).await.unwrap();
-    assert!(matches!(acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(), IdempotencyBegin::New));
-    assert!(matches!(acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(), IdempotencyBegin::InProgress));
-    assert!(matches!(acc.idempotency_begin(&org.id, "k1", "fp-b").await.unwrap(), IdempotencyBegin::Mismatch));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(),
+        IdempotencyBegin::New
+    ));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(),
+        IdempotencyBegin::InProgress
+    ));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k1", "fp-b").await.unwrap(),
+        IdempotencyBegin::Mismatch
+    ));
     // Keys are scoped to the organisation.
-    assert!(matches!(acc.idempotency_begin(&other.id, "k1", "fp-b").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&other.id, "k1", "fp-b")
+            .await
+            .unwrap(),
+        IdempotencyBegin::New
+    ));
 
     let body = r#"{"isMatch":true,"confidence":97.1}"#;
-    acc.idempotency_finish(&org.id, "k1", 200, body).await.unwrap();
+    acc.idempotency_finish(&org.id, "k1", 200, body)
+        .await
+        .unwrap();
     match acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap() {
-        IdempotencyBegin::Replay { status, body: stored } => {
+        IdempotencyBegin::Replay {
+            status,
+            body: stored,
+        } => {
             assert_eq!(status, 200);
             assert_eq!(stored, body);
         }
         other => panic!("expected a replay, got {other:?}"),
     }
-    assert!(matches!(acc.idempotency_begin(&org.id, "k1", "fp-b").await.unwrap(), IdempotencyBegin::Mismatch));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k1", "fp-b").await.unwrap(),
+        IdempotencyBegin::Mismatch
+    ));
 
     // Abandoning releases the key so a retry runs again, and does not touch finished ones.
-    assert!(matches!(acc.idempotency_begin(&org.id, "k2", "fp-a").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k2", "fp-a").await.unwrap(),
+        IdempotencyBegin::New
+    ));
     acc.idempotency_abandon(&org.id, "k2").await.unwrap();
-    assert!(matches!(acc.idempotency_begin(&org.id, "k2", "fp-c").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k2", "fp-c").await.unwrap(),
+        IdempotencyBegin::New
+    ));
     acc.idempotency_abandon(&org.id, "k1").await.unwrap();
-    assert!(matches!(acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(), IdempotencyBegin::Replay { .. }));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "k1", "fp-a").await.unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
 
     // Concurrent first uses: exactly one wins.
     let tasks: Vec<_> = (0..8)
@@ -358,22 +515,49 @@ async fn idempotency_abandoned_stale_and_expired_records(acc: &Accounts) {
     };
 
     // A reservation whose request died (no finish, no abandon) is taken over after a while.
-    assert!(matches!(acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(),
+        IdempotencyBegin::New
+    ));
     age("stale", "updated_at", 60_000).await;
-    assert!(matches!(acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(), IdempotencyBegin::InProgress));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(),
+        IdempotencyBegin::InProgress
+    ));
     age("stale", "updated_at", 10 * 60_000).await;
-    assert!(matches!(acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "stale", "fp").await.unwrap(),
+        IdempotencyBegin::New
+    ));
 
     // A finished record replays for 24 h, then counts as absent.
-    assert!(matches!(acc.idempotency_begin(&org.id, "old", "fp").await.unwrap(), IdempotencyBegin::New));
-    acc.idempotency_finish(&org.id, "old", 200, "{}").await.unwrap();
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "old", "fp").await.unwrap(),
+        IdempotencyBegin::New
+    ));
+    acc.idempotency_finish(&org.id, "old", 200, "{}")
+        .await
+        .unwrap();
     age("old", "created_at", 23 * hour_ms).await;
-    assert!(matches!(acc.idempotency_begin(&org.id, "old", "fp").await.unwrap(), IdempotencyBegin::Replay { .. }));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "old", "fp").await.unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
     age("old", "created_at", 2 * hour_ms).await;
-    assert!(matches!(acc.idempotency_begin(&org.id, "old", "other-fp").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "old", "other-fp")
+            .await
+            .unwrap(),
+        IdempotencyBegin::New
+    ));
 
     // Purging removes only expired records.
-    assert!(matches!(acc.idempotency_begin(&org.id, "purge-me", "fp").await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        acc.idempotency_begin(&org.id, "purge-me", "fp")
+            .await
+            .unwrap(),
+        IdempotencyBegin::New
+    ));
     age("purge-me", "created_at", 25 * hour_ms).await;
     assert_eq!(acc.purge_expired_idempotency().await.unwrap(), 1);
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency WHERE org_id = $1")
@@ -385,12 +569,26 @@ async fn idempotency_abandoned_stale_and_expired_records(acc: &Accounts) {
 }
 
 async fn default_org_created_once(acc: &Accounts) {
-    let key = acc.ensure_default_org(250, limit("60/min")).await.unwrap().expect("first start creates it");
-    let org = acc.authenticate(&key.key).await.unwrap().expect("the printed key works");
+    let key = acc
+        .ensure_default_org(250, limit("60/min"))
+        .await
+        .unwrap()
+        .expect("first start creates it");
+    let org = acc
+        .authenticate(&key.key)
+        .await
+        .unwrap()
+        .expect("the printed key works");
     assert_eq!((org.name.as_str(), org.balance), ("default", 250));
     assert_eq!(key.org, org.id);
     assert_ledger_consistent(acc, &org).await;
-    assert!(acc.ensure_default_org(250, limit("60/min")).await.unwrap().is_none(), "second start creates nothing");
+    assert!(
+        acc.ensure_default_org(250, limit("60/min"))
+            .await
+            .unwrap()
+            .is_none(),
+        "second start creates nothing"
+    );
     assert_eq!(acc.list_orgs().await.unwrap().len(), 1);
     assert_eq!(acc.list_keys(&org.id).await.unwrap().len(), 1);
 }
@@ -454,10 +652,21 @@ async fn replicas_share_state(a: &Accounts, b: &Accounts) {
     assert_eq!(a.ledger_sum(&org.id).await.unwrap(), 0);
 
     // Idempotency: reserved on one, seen on the other.
-    assert!(matches!(a.idempotency_begin(&org.id, "x", "fp").await.unwrap(), IdempotencyBegin::New));
-    assert!(matches!(b.idempotency_begin(&org.id, "x", "fp").await.unwrap(), IdempotencyBegin::InProgress));
-    a.idempotency_finish(&org.id, "x", 200, "{\"ok\":true}").await.unwrap();
-    assert!(matches!(b.idempotency_begin(&org.id, "x", "fp").await.unwrap(), IdempotencyBegin::Replay { .. }));
+    assert!(matches!(
+        a.idempotency_begin(&org.id, "x", "fp").await.unwrap(),
+        IdempotencyBegin::New
+    ));
+    assert!(matches!(
+        b.idempotency_begin(&org.id, "x", "fp").await.unwrap(),
+        IdempotencyBegin::InProgress
+    ));
+    a.idempotency_finish(&org.id, "x", 200, "{\"ok\":true}")
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.idempotency_begin(&org.id, "x", "fp").await.unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
     // Revocation on one replica takes effect on the other.
     b.revoke_key(&key.id).await.unwrap();
     assert!(a.authenticate(&key.key).await.unwrap().is_none());
@@ -476,7 +685,11 @@ async fn sqlite_concurrent_writes_never_fail_locked() {
     let org = Arc::new(db.accounts.create_org(spec).await.unwrap());
     let mut tasks = Vec::new();
     for i in 0..80 {
-        let acc = if i % 2 == 0 { db.accounts.clone() } else { b.clone() };
+        let acc = if i % 2 == 0 {
+            db.accounts.clone()
+        } else {
+            b.clone()
+        };
         let org = org.clone();
         tasks.push(tokio::spawn(async move {
             let r: Result<(), AccountsError> = async {
@@ -484,8 +697,10 @@ async fn sqlite_concurrent_writes_never_fail_locked() {
                     0 => acc.charge(&org.id, 1, &format!("c{i}")).await.map(drop),
                     1 => acc.rate_check(&org).await.map(drop),
                     2 => {
-                        acc.idempotency_begin(&org.id, &format!("k{i}"), "fp").await?;
-                        acc.idempotency_finish(&org.id, &format!("k{i}"), 200, "{}").await
+                        acc.idempotency_begin(&org.id, &format!("k{i}"), "fp")
+                            .await?;
+                        acc.idempotency_finish(&org.id, &format!("k{i}"), 200, "{}")
+                            .await
                     }
                     _ => acc.add_tokens(&org.id, 1, "tick").await.map(drop),
                 }
@@ -495,13 +710,20 @@ async fn sqlite_concurrent_writes_never_fail_locked() {
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(60), t).await.expect("no deadlock").unwrap() {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("no deadlock")
+            .unwrap()
+        {
             panic!("task {i} failed: {e}");
         }
     }
     // 40 + 20 credits - 20 debits.
     assert_eq!(db.accounts.balance(&org.id).await.unwrap(), 40);
     assert_ledger_consistent(&db.accounts, &org).await;
-    let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.accounts.pool).await.unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&db.accounts.pool)
+        .await
+        .unwrap();
     assert_eq!(journal.to_lowercase(), "wal");
 }

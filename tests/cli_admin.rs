@@ -19,21 +19,46 @@ fn run(db_url: &str, args: &[&str]) -> Output {
 fn json(db_url: &str, args: &[&str]) -> Value {
     let out = run(db_url, args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON value ({e}): {stdout}"))
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON value ({e}): {stdout}"))
 }
 
 fn fails(db_url: &str, args: &[&str], message: &str) {
     let out = run(db_url, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
-    assert!(stderr.contains(message), "{args:?}: stderr {stderr:?} should mention {message:?}");
+    assert!(
+        stderr.contains(message),
+        "{args:?}: stderr {stderr:?} should mention {message:?}"
+    );
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout on failure");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: nothing on stdout on failure"
+    );
 }
 
 async fn operator_flow(db_url: &str) {
-    let org = json(db_url, &["org", "create", "acme", "--tokens", "3", "--rate-limit", "30/min", "--threshold", "85", "--json"]);
+    let org = json(
+        db_url,
+        &[
+            "org",
+            "create",
+            "acme",
+            "--tokens",
+            "3",
+            "--rate-limit",
+            "30/min",
+            "--threshold",
+            "85",
+            "--json",
+        ],
+    );
     let org_id = org["id"].as_str().expect("id").to_string();
     assert!(org_id.starts_with("org_"));
     assert_eq!(org["name"], "acme");
@@ -49,7 +74,10 @@ async fn operator_flow(db_url: &str) {
     assert_eq!(key["org"], org_id.as_str());
 
     let credited = json(db_url, &["tokens", "add", "--org", &org_id, "4", "--json"]);
-    assert_eq!((credited["org"].as_str(), credited["balance"].as_i64()), (Some(org_id.as_str()), Some(7)));
+    assert_eq!(
+        (credited["org"].as_str(), credited["balance"].as_i64()),
+        (Some(org_id.as_str()), Some(7))
+    );
     let shown = json(db_url, &["org", "show", "acme", "--json"]);
     assert_eq!(shown["balance"], 7);
     let listed = json(db_url, &["org", "list", "--json"]);
@@ -62,14 +90,25 @@ async fn operator_flow(db_url: &str) {
 
     fails(db_url, &["org", "show", "nope"], "not found");
     fails(db_url, &["org", "create", "acme"], "already exists");
-    fails(db_url, &["org", "create", "beta", "--rate-limit", "5/day"], "--rate-limit");
-    fails(db_url, &["org", "create", "beta", "--s3-prefix", "../etc/"], "..");
+    fails(
+        db_url,
+        &["org", "create", "beta", "--rate-limit", "5/day"],
+        "--rate-limit",
+    );
+    fails(
+        db_url,
+        &["org", "create", "beta", "--s3-prefix", "../etc/"],
+        "..",
+    );
     fails(db_url, &["tokens", "add", "--org", "acme", "0"], "positive");
     fails(db_url, &["key", "revoke", "key_unknown"], "not found");
 
     // The printed key is the one the server accepts, until it is revoked.
     let accounts = Accounts::connect(db_url).await.unwrap();
-    assert_eq!(accounts.authenticate(&secret).await.unwrap().map(|o| o.id), Some(org_id.clone()));
+    assert_eq!(
+        accounts.authenticate(&secret).await.unwrap().map(|o| o.id),
+        Some(org_id.clone())
+    );
     let revoked = run(db_url, &["key", "revoke", key["id"].as_str().unwrap()]);
     assert!(revoked.status.success());
     assert!(accounts.authenticate(&secret).await.unwrap().is_none());
@@ -87,9 +126,13 @@ async fn operator_commands_on_sqlite() {
 
 #[tokio::test]
 async fn operator_commands_on_postgres() {
-    let url = std::env::var("FACECOMPARE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
+    let url = std::env::var("FACECOMPARE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
     let (scheme, rest) = url.split_once("://").expect("postgres:// URL");
-    let server = format!("{scheme}://{}", rest.split(['/', '?']).next().unwrap_or(rest));
+    let server = format!(
+        "{scheme}://{}",
+        rest.split(['/', '?']).next().unwrap_or(rest)
+    );
     let admin_url = format!("{server}/postgres");
     let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
         Ok(conn) => conn,
@@ -99,8 +142,18 @@ async fn operator_commands_on_postgres() {
         }
         Err(e) => panic!("PostgreSQL at {server} unreachable and CI is set: {e}"),
     };
-    let name = format!("fc_cli_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let name = format!(
+        "fc_cli_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     operator_flow(&format!("{server}/{name}")).await;
-    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

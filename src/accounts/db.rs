@@ -24,14 +24,18 @@ impl Backend {
         match scheme {
             "sqlite" => Ok(Backend::Sqlite),
             "postgres" | "postgresql" => Ok(Backend::Postgres),
-            _ => bail!("database URL must start with sqlite:// or postgres:// (got scheme {scheme:?})"),
+            _ => bail!(
+                "database URL must start with sqlite:// or postgres:// (got scheme {scheme:?})"
+            ),
         }
     }
 }
 
 /// The file path of a `sqlite:` URL, or None for an in-memory database.
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -66,8 +70,9 @@ impl Accounts {
                 if let Some(parent) = path.map(Path::new).and_then(Path::parent)
                     && !parent.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating the database folder {}", parent.display()))?;
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("creating the database folder {}", parent.display())
+                    })?;
                 }
                 // SQLite serialises writers anyway; a few connections let WAL readers
                 // proceed while one writes. An in-memory database exists per
@@ -97,7 +102,9 @@ impl Accounts {
                     // WAL lets readers run beside the writer. It is persistent in the
                     // file, and switching needs an exclusive lock, so do it once here
                     // rather than on every new connection.
-                    pool.execute("PRAGMA journal_mode = WAL").await.context("enabling SQLite WAL mode")?;
+                    pool.execute("PRAGMA journal_mode = WAL")
+                        .await
+                        .context("enabling SQLite WAL mode")?;
                 }
                 pool
             }
@@ -114,7 +121,10 @@ impl Accounts {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.pool).await.context("applying database migrations")?;
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 
@@ -131,22 +141,43 @@ mod tests {
 
     #[test]
     fn detects_backends() {
-        assert_eq!(Backend::from_url("sqlite://data/x.db?mode=rwc").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("sqlite::memory:").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::from_url("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::from_url("sqlite://data/x.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::from_url("mysql://u@h/db").is_err());
         assert!(Backend::from_url("data/x.db").is_err());
     }
 
     #[test]
     fn finds_sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite://data/facecompare.db?mode=rwc"), Some("data/facecompare.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/facecompare.db?mode=rwc"),
+            Some("data/facecompare.db")
+        );
         assert_eq!(sqlite_path("sqlite:///tmp/a.db"), Some("/tmp/a.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("sqlite://:memory:"), None);
         assert_eq!(with_create_mode("sqlite://a.db"), "sqlite://a.db?mode=rwc");
-        assert_eq!(with_create_mode("sqlite://a.db?cache=shared"), "sqlite://a.db?cache=shared&mode=rwc");
-        assert_eq!(with_create_mode("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            with_create_mode("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            with_create_mode("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
     }
 }

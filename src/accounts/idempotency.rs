@@ -72,13 +72,22 @@ impl Accounts {
             let status: Option<i64> = row.try_get(2)?;
             let body: Option<String> = row.try_get(3)?;
             let status = status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200);
-            return Ok(IdempotencyBegin::Replay { status, body: body.unwrap_or_default() });
+            return Ok(IdempotencyBegin::Replay {
+                status,
+                body: body.unwrap_or_default(),
+            });
         }
         Ok(IdempotencyBegin::InProgress)
     }
 
     /// Stores the final response of a reserved key.
-    pub async fn idempotency_finish(&self, org_id: &str, key: &str, status: u16, body: &str) -> Result<(), AccountsError> {
+    pub async fn idempotency_finish(
+        &self,
+        org_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), AccountsError> {
         sqlx::query(
             "UPDATE idempotency SET state = 'done', status = $1, body = $2, updated_at = $3 \
              WHERE org_id = $4 AND idem_key = $5",
@@ -95,11 +104,13 @@ impl Accounts {
 
     /// Releases a reserved key after a failure, so a retry runs again.
     pub async fn idempotency_abandon(&self, org_id: &str, key: &str) -> Result<(), AccountsError> {
-        sqlx::query("DELETE FROM idempotency WHERE org_id = $1 AND idem_key = $2 AND state = 'pending'")
-            .bind(org_id)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency WHERE org_id = $1 AND idem_key = $2 AND state = 'pending'",
+        )
+        .bind(org_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -117,7 +128,9 @@ impl Accounts {
     async fn purge_expired_idempotency_lazily(&self, now: i64) {
         let last = LAST_PURGE_MS.load(Ordering::Relaxed);
         if now - last < PURGE_EVERY_MS
-            || LAST_PURGE_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            || LAST_PURGE_MS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
             return;
         }

@@ -16,8 +16,15 @@ pub(super) fn hash_key(presented: &str) -> String {
     hex::encode(Sha256::digest(presented.as_bytes()))
 }
 
-pub(super) async fn insert_key(conn: &mut AnyConnection, org_id: &str) -> Result<CreatedKey, AccountsError> {
-    let key = CreatedKey { id: random_id("key_", 12), key: random_id(KEY_PREFIX, 32), org: org_id.to_string() };
+pub(super) async fn insert_key(
+    conn: &mut AnyConnection,
+    org_id: &str,
+) -> Result<CreatedKey, AccountsError> {
+    let key = CreatedKey {
+        id: random_id("key_", 12),
+        key: random_id(KEY_PREFIX, 32),
+        org: org_id.to_string(),
+    };
     sqlx::query("INSERT INTO api_keys (id, org_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&key.id)
         .bind(org_id)
@@ -39,7 +46,10 @@ impl Accounts {
             "SELECT {ORG_COLUMNS} FROM api_keys k JOIN orgs o ON o.id = k.org_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
         );
-        let row = sqlx::query(&sql).bind(hash_key(presented_key)).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(hash_key(presented_key))
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(org_from_row).transpose()?)
     }
 
@@ -69,11 +79,12 @@ impl Accounts {
 
     /// Revokes a key by id; revoking a revoked key again is not an error.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountsError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(key_id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(key_id)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             let exists = sqlx::query("SELECT id FROM api_keys WHERE id = $1")
                 .bind(key_id)
@@ -103,6 +114,9 @@ mod tests {
         assert_ne!(h, a);
         assert_eq!(h, hash_key(&a));
         // Known SHA-256 vector, so the stored form stays stable across versions.
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

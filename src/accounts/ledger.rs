@@ -36,10 +36,12 @@ impl Accounts {
     /// The sum of the org's ledger rows (equals `balance` by construction; for audits and tests).
     pub async fn ledger_sum(&self, org_id: &str) -> Result<i64, AccountsError> {
         // SUM of BIGINT is NUMERIC in PostgreSQL, which the Any driver cannot decode.
-        let row = sqlx::query("SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM ledger WHERE org_id = $1")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM ledger WHERE org_id = $1",
+        )
+        .bind(org_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -49,9 +51,16 @@ impl Accounts {
     /// SQLite's single writer) serialises debits, and `balance >= cost` is
     /// re-checked on the current row, so N concurrent charges on a balance of k
     /// succeed exactly min(N, k) times.
-    pub async fn charge(&self, org_id: &str, cost: i64, request_id: &str) -> Result<Option<i64>, AccountsError> {
+    pub async fn charge(
+        &self,
+        org_id: &str,
+        cost: i64,
+        request_id: &str,
+    ) -> Result<Option<i64>, AccountsError> {
         if cost < 0 {
-            return Err(AccountsError::Invalid(format!("cost {cost}: must not be negative")));
+            return Err(AccountsError::Invalid(format!(
+                "cost {cost}: must not be negative"
+            )));
         }
         if cost == 0 {
             // Nothing moves, so nothing is written to the ledger.
@@ -74,18 +83,26 @@ impl Accounts {
     }
 
     /// Credit plus ledger row; returns the new balance.
-    pub async fn add_tokens(&self, org_id_or_name: &str, amount: i64, reason: &str) -> Result<i64, AccountsError> {
+    pub async fn add_tokens(
+        &self,
+        org_id_or_name: &str,
+        amount: i64,
+        reason: &str,
+    ) -> Result<i64, AccountsError> {
         if amount <= 0 {
-            return Err(AccountsError::Invalid(format!("amount {amount}: must be a positive number of tokens")));
+            return Err(AccountsError::Invalid(format!(
+                "amount {amount}: must be a positive number of tokens"
+            )));
         }
         let org = self.find_org(org_id_or_name).await?;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("UPDATE orgs SET balance = balance + $1 WHERE id = $2 RETURNING balance")
-            .bind(amount)
-            .bind(&org.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| AccountsError::OrgNotFound(org_id_or_name.to_string()))?;
+        let row =
+            sqlx::query("UPDATE orgs SET balance = balance + $1 WHERE id = $2 RETURNING balance")
+                .bind(amount)
+                .bind(&org.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| AccountsError::OrgNotFound(org_id_or_name.to_string()))?;
         let balance: i64 = row.try_get(0)?;
         insert_entry(&mut tx, &org.id, amount, reason, None).await?;
         tx.commit().await?;

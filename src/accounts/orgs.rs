@@ -6,7 +6,8 @@ use super::{Accounts, AccountsError, CreatedKey, NewOrg, Org, keys, ledger, now_
 use crate::config::RateLimit;
 
 /// The org columns, in the order [`org_from_row`] reads them, qualified by `o.`.
-pub(super) const ORG_COLUMNS: &str = "o.id, o.name, o.balance, o.s3_prefix, o.rate_limit, o.threshold";
+pub(super) const ORG_COLUMNS: &str =
+    "o.id, o.name, o.balance, o.s3_prefix, o.rate_limit, o.threshold";
 
 pub(super) fn org_from_row(row: &AnyRow) -> Result<Org, sqlx::Error> {
     Ok(Org {
@@ -24,14 +25,18 @@ pub const DEFAULT_ORG: &str = "default";
 /// Names are identifiers in CLI arguments and S3 prefixes: keep them plain.
 /// `org_` is reserved so that a name never looks like an id.
 pub(super) fn validate_name(name: &str) -> Result<(), AccountsError> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') {
         return Err(AccountsError::Invalid(format!(
             "name {name:?}: use 1-64 letters, digits, '-', '_' or '.' (not starting with '.')"
         )));
     }
     if name.starts_with("org_") {
-        return Err(AccountsError::Invalid(format!("name {name:?}: the prefix org_ is reserved for ids")));
+        return Err(AccountsError::Invalid(format!(
+            "name {name:?}: the prefix org_ is reserved for ids"
+        )));
     }
     Ok(())
 }
@@ -60,9 +65,9 @@ pub(super) fn validate_s3_prefix(prefix: &str) -> Result<(), AccountsError> {
 
 pub(super) fn validate_threshold(threshold: Option<f64>) -> Result<(), AccountsError> {
     match threshold {
-        Some(t) if !(t.is_finite() && (0.0..=100.0).contains(&t)) => {
-            Err(AccountsError::Invalid(format!("threshold {t}: must be between 0 and 100")))
-        }
+        Some(t) if !(t.is_finite() && (0.0..=100.0).contains(&t)) => Err(AccountsError::Invalid(
+            format!("threshold {t}: must be between 0 and 100"),
+        )),
         _ => Ok(()),
     }
 }
@@ -72,18 +77,29 @@ pub(super) fn rate_limit_text(limit: &RateLimit) -> Result<String, AccountsError
     let text = limit.to_text();
     match RateLimit::parse(&text) {
         Ok(parsed) if parsed == *limit => Ok(text),
-        _ => Err(AccountsError::Invalid(format!("rate limit {text:?}: use N/s, N/min or N/h"))),
+        _ => Err(AccountsError::Invalid(format!(
+            "rate limit {text:?}: use N/s, N/min or N/h"
+        ))),
     }
 }
 
 /// Inserts a validated org plus its opening ledger credit. With `if_absent`, a
 /// taken name yields Ok(None) instead of an error.
-async fn insert_org(conn: &mut AnyConnection, new: NewOrg, if_absent: bool) -> Result<Option<Org>, AccountsError> {
+async fn insert_org(
+    conn: &mut AnyConnection,
+    new: NewOrg,
+    if_absent: bool,
+) -> Result<Option<Org>, AccountsError> {
     validate_name(&new.name)?;
     if new.tokens < 0 {
-        return Err(AccountsError::Invalid(format!("tokens {}: must not be negative", new.tokens)));
+        return Err(AccountsError::Invalid(format!(
+            "tokens {}: must not be negative",
+            new.tokens
+        )));
     }
-    let s3_prefix = new.s3_prefix.unwrap_or_else(|| format!("orgs/{}/", new.name));
+    let s3_prefix = new
+        .s3_prefix
+        .unwrap_or_else(|| format!("orgs/{}/", new.name));
     validate_s3_prefix(&s3_prefix)?;
     validate_threshold(new.threshold)?;
     let rate_limit = rate_limit_text(&new.rate_limit)?;
@@ -117,7 +133,10 @@ async fn insert_org(conn: &mut AnyConnection, new: NewOrg, if_absent: bool) -> R
         Ok(done) if done.rows_affected() == 0 => return Ok(None),
         Ok(_) => {}
         Err(e) if super::is_unique_violation(&e) => {
-            return Err(AccountsError::Invalid(format!("an organisation named {:?} already exists", org.name)));
+            return Err(AccountsError::Invalid(format!(
+                "an organisation named {:?} already exists",
+                org.name
+            )));
         }
         Err(e) => return Err(e.into()),
     }
@@ -143,7 +162,10 @@ impl Accounts {
             "SELECT {ORG_COLUMNS} FROM orgs o WHERE o.id = $1 OR o.name = $1 \
              ORDER BY CASE WHEN o.id = $1 THEN 0 ELSE 1 END LIMIT 1"
         );
-        let row = sqlx::query(&sql).bind(id_or_name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id_or_name)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => Ok(org_from_row(&row)?),
             None => Err(AccountsError::OrgNotFound(id_or_name.to_string())),
@@ -159,9 +181,19 @@ impl Accounts {
     /// Embedded default: creates the `default` org and a key on first start; Some(key) only then.
     /// Org, credit and key are one transaction, and a concurrent first start
     /// (another replica) simply finds the name taken.
-    pub async fn ensure_default_org(&self, tokens: i64, rate_limit: RateLimit) -> Result<Option<CreatedKey>, AccountsError> {
+    pub async fn ensure_default_org(
+        &self,
+        tokens: i64,
+        rate_limit: RateLimit,
+    ) -> Result<Option<CreatedKey>, AccountsError> {
         let mut tx = self.pool.begin().await?;
-        let new = NewOrg { name: DEFAULT_ORG.into(), tokens, s3_prefix: None, rate_limit, threshold: None };
+        let new = NewOrg {
+            name: DEFAULT_ORG.into(),
+            tokens,
+            s3_prefix: None,
+            rate_limit,
+            threshold: None,
+        };
         let Some(org) = insert_org(&mut tx, new, true).await? else {
             return Ok(None);
         };
@@ -180,7 +212,15 @@ mod tests {
         for ok in ["acme", "Acme-Corp_2", "a.b", "default"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a b", "a/b", ".hidden", "org_123", "ünï", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            ".hidden",
+            "org_123",
+            "ünï",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }
@@ -190,7 +230,15 @@ mod tests {
         for ok in ["orgs/acme/", "acme/", "a/b/c/"] {
             assert!(validate_s3_prefix(ok).is_ok(), "{ok}");
         }
-        for bad in ["/orgs/acme/", "orgs/acme", "orgs/../x/", "..", "orgs//acme/", "", "a\\b/"] {
+        for bad in [
+            "/orgs/acme/",
+            "orgs/acme",
+            "orgs/../x/",
+            "..",
+            "orgs//acme/",
+            "",
+            "a\\b/",
+        ] {
             assert!(validate_s3_prefix(bad).is_err(), "{bad}");
         }
     }
@@ -205,7 +253,10 @@ mod tests {
         assert!(validate_threshold(Some(f64::NAN)).is_err());
         let limit = RateLimit::parse("60/min").unwrap();
         assert_eq!(rate_limit_text(&limit).unwrap(), "60/min");
-        let odd = RateLimit { per_window: 5, window: std::time::Duration::from_secs(7) };
+        let odd = RateLimit {
+            per_window: 5,
+            window: std::time::Duration::from_secs(7),
+        };
         assert!(rate_limit_text(&odd).is_err());
     }
 }

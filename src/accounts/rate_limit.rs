@@ -27,13 +27,22 @@ impl Gcra {
         let n = i64::from(limit.per_window.max(1));
         let window = i64::try_from(limit.window.as_micros()).unwrap_or(i64::MAX / 4);
         let interval = (window / n).max(1);
-        Self { interval, tolerance: interval * (n - 1), limit: limit.per_window.max(1), window_secs: limit.window.as_secs() }
+        Self {
+            interval,
+            tolerance: interval * (n - 1),
+            limit: limit.per_window.max(1),
+            window_secs: limit.window.as_secs(),
+        }
     }
 
     /// The decision after an admission that moved the TAT to `tat`.
     fn admitted(&self, now: i64, tat: i64) -> RateDecision {
         let slack = now + self.tolerance - tat;
-        let remaining = if slack < 0 { 0 } else { slack / self.interval + 1 };
+        let remaining = if slack < 0 {
+            0
+        } else {
+            slack / self.interval + 1
+        };
         RateDecision {
             allowed: true,
             limit: self.limit,
@@ -58,7 +67,11 @@ impl Gcra {
 }
 
 fn ceil_secs(us: i64) -> u64 {
-    if us <= 0 { 0 } else { (us as u64).div_ceil(1_000_000) }
+    if us <= 0 {
+        0
+    } else {
+        (us as u64).div_ceil(1_000_000)
+    }
 }
 
 impl Accounts {
@@ -110,7 +123,10 @@ mod tests {
 
     #[test]
     fn admits_a_burst_of_n_then_refills_at_n_per_window() {
-        let g = Gcra::new(&RateLimit { per_window: 5, window: Duration::from_secs(60) });
+        let g = Gcra::new(&RateLimit {
+            per_window: 5,
+            window: Duration::from_secs(60),
+        });
         assert_eq!(g.interval, 12_000_000);
         let now = 1_000_000_000;
         let mut tat = 0;
@@ -132,7 +148,10 @@ mod tests {
 
     #[test]
     fn retry_after_is_at_least_one_second() {
-        let g = Gcra::new(&RateLimit { per_window: 100, window: Duration::from_secs(1) });
+        let g = Gcra::new(&RateLimit {
+            per_window: 100,
+            window: Duration::from_secs(1),
+        });
         let now = 5_000_000;
         let mut tat = 0;
         while let Some(t) = step(&g, tat, now) {
@@ -145,7 +164,10 @@ mod tests {
 
     #[test]
     fn large_limits_keep_a_positive_interval() {
-        let g = Gcra::new(&RateLimit { per_window: u32::MAX, window: Duration::from_secs(1) });
+        let g = Gcra::new(&RateLimit {
+            per_window: u32::MAX,
+            window: Duration::from_secs(1),
+        });
         assert!(g.interval >= 1);
         let fresh = g.admitted(0, g.interval);
         assert!(fresh.remaining > 0);

@@ -35,9 +35,15 @@ pub async fn org(config: &Config, cmd: OrgCommand) -> anyhow::Result<()> {
             } else if orgs.is_empty() {
                 println!("no organisations");
             } else {
-                println!("{:<28} {:<24} {:>12}  {:<10} {:<9} s3 prefix", "id", "name", "balance", "rate", "threshold");
+                println!(
+                    "{:<28} {:<24} {:>12}  {:<10} {:<9} s3 prefix",
+                    "id", "name", "balance", "rate", "threshold"
+                );
                 for o in &orgs {
-                    let threshold = o.threshold.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                    let threshold = o
+                        .threshold
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into());
                     println!(
                         "{:<28} {:<24} {:>12}  {:<10} {:<9} {}",
                         o.id, o.name, o.balance, o.rate_limit, threshold, o.s3_prefix
@@ -58,7 +64,11 @@ pub async fn org(config: &Config, cmd: OrgCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn org_create(accounts: &Accounts, config: &Config, args: OrgCreateArgs) -> anyhow::Result<()> {
+async fn org_create(
+    accounts: &Accounts,
+    config: &Config,
+    args: OrgCreateArgs,
+) -> anyhow::Result<()> {
     let rate_limit = match &args.rate_limit {
         Some(text) => RateLimit::parse(text).context("--rate-limit")?,
         None => config.rate_limit,
@@ -93,7 +103,9 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 println!("key id: {}", key.id);
                 println!("org:    {}", key.org);
                 println!("key:    {}", key.key);
-                println!("Store this key now: it is kept only as a hash and cannot be shown again.");
+                println!(
+                    "Store this key now: it is kept only as a hash and cannot be shown again."
+                );
             }
             Ok(())
         }
@@ -107,7 +119,11 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
             } else {
                 for k in &keys {
                     let state = if k.revoked { "revoked" } else { "active" };
-                    println!("{}  {state:<7}  created {}", k.id, utc_text(k.created_at_ms));
+                    println!(
+                        "{}  {state:<7}  created {}",
+                        k.id,
+                        utc_text(k.created_at_ms)
+                    );
                 }
             }
             Ok(())
@@ -123,7 +139,12 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
 pub async fn tokens(config: &Config, cmd: TokensCommand) -> anyhow::Result<()> {
     let accounts = open(config).await?;
     match cmd {
-        TokensCommand::Add { org, amount, reason, json } => {
+        TokensCommand::Add {
+            org,
+            amount,
+            reason,
+            json,
+        } => {
             let org = accounts.find_org(&org).await?;
             let balance = accounts.add_tokens(&org.id, amount, &reason).await?;
             if json {
@@ -161,7 +182,12 @@ fn utc_text(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
@@ -175,6 +201,9 @@ mod tests {
     fn formats_utc_times() {
         assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(super::utc_text(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+        assert_eq!(
+            super::utc_text(1_700_000_000_123),
+            "2023-11-14 22:13:20 UTC"
+        );
     }
 }

@@ -8,7 +8,11 @@ pub mod admin;
 pub mod faces;
 
 #[derive(Debug, Parser)]
-#[command(name = "facecompare", version, about = "Self-hosted, drop-in face-compare server")]
+#[command(
+    name = "facecompare",
+    version,
+    about = "Self-hosted, drop-in face-compare server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -166,7 +170,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         _ => {}
     }
     let config = crate::config::Config::from_env()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match command {
             Command::Serve => crate::http::serve(config).await,
