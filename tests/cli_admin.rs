@@ -143,7 +143,7 @@ async fn operator_commands_on_postgres() {
         Err(e) => panic!("PostgreSQL at {server} unreachable and CI is set: {e}"),
     };
     let name = format!(
-        "fc_cli_{}_{}",
+        "fc_test_cli_{}_{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     );
