@@ -38,8 +38,10 @@ impl Org {
     pub fn rate_limit(&self) -> RateLimit {
         // Stored limits are validated on write; a hand-edited row falls back to
         // 60/min rather than failing requests.
-        RateLimit::parse(&self.rate_limit)
-            .unwrap_or(RateLimit { per_window: 60, window: std::time::Duration::from_secs(60) })
+        RateLimit::parse(&self.rate_limit).unwrap_or(RateLimit {
+            per_window: 60,
+            window: std::time::Duration::from_secs(60),
+        })
     }
 }
 
