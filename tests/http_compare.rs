@@ -14,7 +14,9 @@ macro_rules! on_both_backends {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name(super::Backend::Postgres).await
+                if super::common::postgres_or_skip() {
+                    super::$name(super::Backend::Postgres).await
+                }
             }
         }
     )*};

@@ -28,7 +28,7 @@ async fn health_readiness_and_openapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_stages_and_tokens() {
-    let s = server(Backend::Postgres);
+    let s = server(Backend::Sqlite);
     let org = s.org(3).await;
     s.compare_multipart(&org.key, &file(&fixture("obama.jpg")), &file(&fixture("obama2.jpg"))).await.assert_compare_ok();
     let r = s.get("/metrics").await;
@@ -127,6 +127,9 @@ async fn sigterm_drains_in_flight_requests() {
 /// Two replicas on one PostgreSQL database share each org's rate limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_rate_limit() {
+    if !common::postgres_or_skip() {
+        return;
+    }
     let db = match common::external_base() {
         // Against the compose stack: a local replica on the stack's database.
         Some(_) => std::env::var("FACECOMPARE_DATABASE_URL").unwrap(),
@@ -150,6 +153,9 @@ async fn replicas_share_one_rate_limit() {
 async fn readyz_fails_when_the_database_is_gone() {
     if common::external_base().is_some() {
         eprintln!("skipped against an external server: it needs a PostgreSQL it may create and drop databases on");
+        return;
+    }
+    if !common::postgres_or_skip() {
         return;
     }
     let db = common::fresh_database(Backend::Postgres, "ready");

@@ -313,8 +313,7 @@ pub fn tail(path: &Path) -> String {
 // ------------------------------------------------------------- databases ---
 
 /// A new, empty database for `backend`: a temporary SQLite file, or a fresh
-/// PostgreSQL database created on `FACECOMPARE_TEST_PG_BASE` (default
-/// `postgres://postgres@127.0.0.1:5432/`).
+/// PostgreSQL database `fc_test_<pid>_<tag>_<n>` (see [`pg_base`]).
 pub fn fresh_database(backend: Backend, tag: &str) -> String {
     match backend {
         Backend::Sqlite => {
@@ -329,57 +328,81 @@ pub fn fresh_database(backend: Backend, tag: &str) -> String {
     }
 }
 
+/// The PostgreSQL server the suite creates its databases on:
+/// `FACECOMPARE_TEST_PG_BASE` or `FACECOMPARE_TEST_PG_URL` (a server URL, as
+/// `.ci/run` and docker compose set them), default `postgres://postgres@127.0.0.1:5432/`.
 fn pg_base() -> String {
-    let base = std::env::var("FACECOMPARE_TEST_PG_BASE")
-        .ok()
-        .filter(|v| !v.is_empty())
+    let base = ["FACECOMPARE_TEST_PG_BASE", "FACECOMPARE_TEST_PG_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/".into());
-    if base.ends_with('/') {
-        base
-    } else {
-        format!("{base}/")
+    // A URL naming a database: keep only the server part.
+    let server = match base.find("://").map(|i| i + 3) {
+        Some(start) => match base[start..].find('/') {
+            Some(slash) => base[..start + slash].to_string(),
+            None => base.clone(),
+        },
+        None => base.clone(),
+    };
+    format!("{server}/")
+}
+
+/// Runs `f` on its own thread and runtime: callers may be inside a test's runtime.
+fn block_on_thread<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    })
+    .join()
+    .expect("helper thread")
+}
+
+/// Whether the PostgreSQL tests can run. Unreachable PostgreSQL skips them
+/// (with a message) on a developer machine and fails them under `CI`.
+pub fn postgres_or_skip() -> bool {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    if external_base().is_some() {
+        return true;
+    }
+    let admin_url = format!("{}postgres", pg_base());
+    let available = AVAILABLE.get_or_init(|| {
+        let url = admin_url.clone();
+        block_on_thread(async move {
+            use sqlx::Connection;
+            let connect = sqlx::PgConnection::connect(&url);
+            match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("connect timed out".into()),
+            }
+        })
+    });
+    match available {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("PostgreSQL at {admin_url} unreachable ({e}); set FACECOMPARE_TEST_PG_URL")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to fail");
+            false
+        }
     }
 }
 
 fn create_pg_database(tag: &str) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let own_prefix = std::env::var("FACECOMPARE_TEST_DB_PREFIX")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let prefix = own_prefix
-        .clone()
-        .unwrap_or_else(|| format!("fc_test_{}", std::process::id()));
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("{prefix}_{tag}_{n}").to_ascii_lowercase();
+    let name = format!("fc_test_{}_{tag}_{n}", std::process::id()).to_ascii_lowercase();
     let base = pg_base();
     let admin_url = format!("{base}postgres");
     let db = name.clone();
-    // Own thread and runtime: callers may be inside a test's async runtime.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            use sqlx::{Connection, Executor};
-            let mut conn = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL at {admin_url} is needed for the PostgreSQL tests ({e}); \
-                     start it or set FACECOMPARE_TEST_PG_BASE"
-                    )
-                });
-            if own_prefix.is_none() {
-                drop_stale_databases(&mut conn).await;
-            }
-            conn.execute(format!("CREATE DATABASE \"{db}\"").as_str())
-                .await
-                .expect("CREATE DATABASE");
-        });
-    })
-    .join()
-    .expect("creating the test database");
+    block_on_thread(async move {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} ({e}); start it or set FACECOMPARE_TEST_PG_URL"));
+        drop_stale_databases(&mut conn).await;
+        conn.execute(format!("CREATE DATABASE \"{db}\"").as_str()).await.expect("CREATE DATABASE");
+    });
     format!("{base}{name}")
 }
 
