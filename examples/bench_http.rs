@@ -16,18 +16,36 @@ use std::{
 };
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `path` scaled to about `mp` megapixels, as a quality-90 JPEG.
 fn scaled_jpeg(path: &PathBuf, mp: f64) -> Vec<u8> {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let scale = (mp * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
-    let (w, h) = ((img.width() as f64 * scale) as u32, (img.height() as f64 * scale) as u32);
-    let big = img.resize_exact(w, h, image::imageops::FilterType::Triangle).to_rgb8();
+    let (w, h) = (
+        (img.width() as f64 * scale) as u32,
+        (img.height() as f64 * scale) as u32,
+    );
+    let big = img
+        .resize_exact(w, h, image::imageops::FilterType::Triangle)
+        .to_rgb8();
     let mut out = Vec::new();
-    big.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)).expect("encode");
-    eprintln!("{}: {}x{} ({:.2} MP), {} KB", path.display(), w, h, (w * h) as f64 / 1e6, out.len() / 1024);
+    big.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+        &mut out, 90,
+    ))
+    .expect("encode");
+    eprintln!(
+        "{}: {}x{} ({:.2} MP), {} KB",
+        path.display(),
+        w,
+        h,
+        (w * h) as f64 / 1e6,
+        out.len() / 1024
+    );
     out
 }
 
@@ -45,18 +63,40 @@ async fn main() {
     let warmup: usize = env_or("WARMUP", 8);
     let mp: f64 = env_or("MEGAPIXELS", 2.6);
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fetched");
-    let source = std::env::var("SOURCE").map(PathBuf::from).unwrap_or_else(|_| fixtures.join("obama.jpg"));
-    let target = std::env::var("TARGET").map(PathBuf::from).unwrap_or_else(|_| fixtures.join("obama2.jpg"));
-    let (a, b) = (Arc::new(scaled_jpeg(&source, mp)), Arc::new(scaled_jpeg(&target, mp)));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let source = std::env::var("SOURCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| fixtures.join("obama.jpg"));
+    let target = std::env::var("TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| fixtures.join("obama2.jpg"));
+    let (a, b) = (
+        Arc::new(scaled_jpeg(&source, mp)),
+        Arc::new(scaled_jpeg(&target, mp)),
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
     let url = format!("{}/v1/face/compare", base.trim_end_matches('/'));
 
     let send = {
-        let (client, url, key, a, b) = (client.clone(), url.clone(), key.clone(), a.clone(), b.clone());
+        let (client, url, key, a, b) = (
+            client.clone(),
+            url.clone(),
+            key.clone(),
+            a.clone(),
+            b.clone(),
+        );
         move || {
             let form = reqwest::multipart::Form::new()
-                .part("source", reqwest::multipart::Part::bytes(a.to_vec()).file_name("a.jpg"))
-                .part("target", reqwest::multipart::Part::bytes(b.to_vec()).file_name("b.jpg"));
+                .part(
+                    "source",
+                    reqwest::multipart::Part::bytes(a.to_vec()).file_name("a.jpg"),
+                )
+                .part(
+                    "target",
+                    reqwest::multipart::Part::bytes(b.to_vec()).file_name("b.jpg"),
+                );
             let req = client.post(&url).header("x-api-key", &key).multipart(form);
             async move {
                 let started = Instant::now();
@@ -104,9 +144,15 @@ async fn main() {
     latencies.sort_unstable();
     assert!(!latencies.is_empty(), "no successful request");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("requests     {} ok, {failures} failed, concurrency {concurrency}, {mp} MP JPEGs", latencies.len());
+    println!(
+        "requests     {} ok, {failures} failed, concurrency {concurrency}, {mp} MP JPEGs",
+        latencies.len()
+    );
     println!("latency p50  {:.1} ms", ms(percentile(&latencies, 0.50)));
     println!("latency p95  {:.1} ms", ms(percentile(&latencies, 0.95)));
     println!("latency p99  {:.1} ms", ms(percentile(&latencies, 0.99)));
-    println!("throughput   {:.2} requests/s", latencies.len() as f64 / wall.as_secs_f64());
+    println!(
+        "throughput   {:.2} requests/s",
+        latencies.len() as f64 / wall.as_secs_f64()
+    );
 }

@@ -20,10 +20,19 @@ pub fn init(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if config.log_json {
-        registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .try_init()
     };
     // Already installed (tests, or a CLI command that set it up): keep that one.
     let _ = result;
@@ -56,7 +65,10 @@ pub struct Metrics {
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+    .into_iter()
 }
 
 impl Default for Metrics {
@@ -69,29 +81,65 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("facecompare");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "HTTP requests by route and status", requests.clone());
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
-        registry.register("request_duration_seconds", "HTTP request latency by route", latency.clone());
-        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        registry.register(
+            "requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        let stages =
+            Family::<StageLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
         registry.register(
             "stage_seconds",
             "Compare latency per stage (decode, detect, embed, queue, s3), both images summed",
             stages.clone(),
         );
         let queue_depth = Gauge::<i64, AtomicI64>::default();
-        registry.register("inference_queue_depth", "Compares waiting for an inference worker", queue_depth.clone());
+        registry.register(
+            "inference_queue_depth",
+            "Compares waiting for an inference worker",
+            queue_depth.clone(),
+        );
         let tokens_charged = Counter::default();
-        registry.register("tokens_charged", "Tokens debited for successful compares", tokens_charged.clone());
-        Self { registry, requests, latency, stages, queue_depth, tokens_charged }
+        registry.register(
+            "tokens_charged",
+            "Tokens debited for successful compares",
+            tokens_charged.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            stages,
+            queue_depth,
+            tokens_charged,
+        }
     }
 
     pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
-        self.requests.get_or_create(&RequestLabels { route: route.to_string(), status }).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn observe_stage(&self, stage: &'static str, seconds: f64) {
-        self.stages.get_or_create(&StageLabels { stage }).observe(seconds);
+        self.stages
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
     }
 
     /// Prometheus text exposition format.

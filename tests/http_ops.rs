@@ -30,10 +30,19 @@ async fn health_readiness_and_openapi() {
 async fn metrics_count_requests_stages_and_tokens() {
     let s = server(Backend::Sqlite);
     let org = s.org(3).await;
-    s.compare_multipart(&org.key, &file(&fixture("obama.jpg")), &file(&fixture("obama2.jpg"))).await.assert_compare_ok();
+    s.compare_multipart(
+        &org.key,
+        &file(&fixture("obama.jpg")),
+        &file(&fixture("obama2.jpg")),
+    )
+    .await
+    .assert_compare_ok();
     let r = s.get("/metrics").await;
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").is_some_and(|c| c.contains("openmetrics-text")));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.contains("openmetrics-text"))
+    );
     let m = &r.text;
     let value = |prefix: &str| -> f64 {
         m.lines()
@@ -45,7 +54,12 @@ async fn metrics_count_requests_stages_and_tokens() {
     assert!(value("facecompare_requests_total{route=\"/v1/face/compare\",status=\"200\"}") >= 1.0);
     assert!(value("facecompare_tokens_charged_total") >= 1.0);
     for stage in ["decode", "detect", "embed", "queue"] {
-        assert!(value(&format!("facecompare_stage_seconds_count{{stage=\"{stage}\"}}")) >= 1.0, "{stage}");
+        assert!(
+            value(&format!(
+                "facecompare_stage_seconds_count{{stage=\"{stage}\"}}"
+            )) >= 1.0,
+            "{stage}"
+        );
     }
     assert!(m.contains("facecompare_inference_queue_depth"));
     assert!(m.contains("facecompare_request_duration_seconds_bucket"));
@@ -56,7 +70,11 @@ async fn metrics_count_requests_stages_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_prints_a_working_key_once() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ServerOptions { db_url: None, cwd: Some(dir.path().to_path_buf()), env: Vec::new() };
+    let opts = ServerOptions {
+        db_url: None,
+        cwd: Some(dir.path().to_path_buf()),
+        env: Vec::new(),
+    };
     let key = {
         let s = spawn_server(opts.clone());
         let out = s.stdout.lock().unwrap().join("\n");
@@ -65,25 +83,46 @@ async fn embedded_default_prints_a_working_key_once() {
             .find(|w| w.starts_with("fck_"))
             .unwrap_or_else(|| panic!("no key in the banner:\n{out}"))
             .to_string();
-        let r = s.compare_multipart(&key, &file(&fixture("obama.jpg")), &file(&fixture("obama2.jpg"))).await;
+        let r = s
+            .compare_multipart(
+                &key,
+                &file(&fixture("obama.jpg")),
+                &file(&fixture("obama2.jpg")),
+            )
+            .await;
         r.assert_compare_ok();
         let log = std::fs::read_to_string(s.log.as_ref().unwrap()).unwrap();
         assert!(!log.contains(&key), "the key must never be logged");
         key
     };
-    assert!(dir.path().join("data").is_dir(), "SQLite lives under ./data");
+    assert!(
+        dir.path().join("data").is_dir(),
+        "SQLite lives under ./data"
+    );
     // Second start on the same data: no new key, the old one still works.
     let s = spawn_server(opts);
     let out = s.stdout.lock().unwrap().join("\n");
-    assert!(!out.contains("fck_"), "a key is printed only on first start:\n{out}");
-    s.compare_multipart(&key, &file(&fixture("obama.jpg")), &file(&fixture("biden.jpg"))).await.assert_compare_ok();
+    assert!(
+        !out.contains("fck_"),
+        "a key is printed only on first start:\n{out}"
+    );
+    s.compare_multipart(
+        &key,
+        &file(&fixture("obama.jpg")),
+        &file(&fixture("biden.jpg")),
+    )
+    .await
+    .assert_compare_ok();
 }
 
 /// SIGTERM while a request is being received: the request completes, then
 /// the server exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
-    let mut s = spawn_server(ServerOptions::new(&common::fresh_database(Backend::Sqlite, "drain")));
+    let mut s = spawn_server(ServerOptions::new(&common::fresh_database(
+        Backend::Sqlite,
+        "drain",
+    )));
     let org = s.org(5).await;
     let (a, b) = (fixture("obama.jpg"), fixture("obama2.jpg"));
     let boundary = "drain-test-boundary";
@@ -99,7 +138,9 @@ async fn sigterm_drains_in_flight_requests() {
     let addr = s.base.trim_start_matches("http://").to_string();
     let key = org.key.clone();
     let mut stream = TcpStream::connect(&addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     write!(
         stream,
         "POST /v1/face/compare HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {key}\r\n\
@@ -117,10 +158,14 @@ async fn sigterm_drains_in_flight_requests() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"isMatch\":true"), "{response}");
-    let status = s.wait_exit(Duration::from_secs(30)).expect("server exits after draining");
+    let status = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("server exits after draining");
     assert!(status.success(), "exit status {status}");
     // The drained request was charged exactly once.
-    let accounts = facecompare::accounts::Accounts::connect(&s.db_url).await.unwrap();
+    let accounts = facecompare::accounts::Accounts::connect(&s.db_url)
+        .await
+        .unwrap();
     assert_eq!(accounts.balance(&org.id).await.unwrap(), 4);
 }
 
@@ -142,17 +187,25 @@ async fn replicas_share_one_rate_limit() {
     for i in 0..6 {
         let s = if i % 2 == 0 { &a } else { &b };
         // Cheap requests: refused after the rate check, before any inference.
-        let r = s.post_raw(&org.key, "application/json", b"{}".to_vec(), &[]).await;
+        let r = s
+            .post_raw(&org.key, "application/json", b"{}".to_vec(), &[])
+            .await;
         statuses.push(r.status);
     }
-    assert_eq!(statuses, [400, 400, 400, 400, 429, 429], "the limit of 4/min holds across both servers");
+    assert_eq!(
+        statuses,
+        [400, 400, 400, 400, 429, 429],
+        "the limit of 4/min holds across both servers"
+    );
 }
 
 /// Readiness follows the database: a dropped database makes /readyz 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_the_database_is_gone() {
     if common::external_base().is_some() {
-        eprintln!("skipped against an external server: it needs a PostgreSQL it may create and drop databases on");
+        eprintln!(
+            "skipped against an external server: it needs a PostgreSQL it may create and drop databases on"
+        );
         return;
     }
     if !common::postgres_or_skip() {
@@ -167,7 +220,9 @@ async fn readyz_fails_when_the_database_is_gone() {
     {
         use sqlx::{Connection, Executor};
         let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        conn.execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str()).await.unwrap();
+        conn.execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str())
+            .await
+            .unwrap();
     }
     let r = s.get("/readyz").await;
     assert_eq!(r.status, 503, "{}", r.text);

@@ -11,15 +11,21 @@ const MAX_KEY_LEN: usize = 256;
 /// unknown or revoked (one message for the last three: no key probing).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Org, ApiError> {
     let Some(raw) = headers.get("x-api-key") else {
-        return Err(ApiError::unauthorized("x-api-key: missing; send your API key in the x-api-key header"));
+        return Err(ApiError::unauthorized(
+            "x-api-key: missing; send your API key in the x-api-key header",
+        ));
     };
     let key = raw.to_str().map(str::trim).unwrap_or("");
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::unauthorized("x-api-key: unknown or revoked API key"));
+        return Err(ApiError::unauthorized(
+            "x-api-key: unknown or revoked API key",
+        ));
     }
     match state.accounts.authenticate(key).await? {
         Some(org) => Ok(org),
-        None => Err(ApiError::unauthorized("x-api-key: unknown or revoked API key")),
+        None => Err(ApiError::unauthorized(
+            "x-api-key: unknown or revoked API key",
+        )),
     }
 }
 

@@ -46,12 +46,18 @@ pub struct CompareResponse {
 
 /// Whole numbers as JSON integers (`80`, not `80.0`), like the hosted API.
 fn plain_number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f64(*v) }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let id = current_request_id();
-    let work = REQUEST_ID.scope(id, run(state, req)).instrument(tracing::Span::current());
+    let work = REQUEST_ID
+        .scope(id, run(state, req))
+        .instrument(tracing::Span::current());
     match tokio::spawn(work).await {
         Ok(response) => response,
         Err(e) => ApiError::internal(format!("compare task failed: {e}")).into_response(),
@@ -75,7 +81,11 @@ async fn run(state: Arc<AppState>, req: Request) -> Response {
             Err(e) => answer_early(e, body).await,
         }
     } else {
-        answer_early(ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs), body).await
+        answer_early(
+            ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs),
+            body,
+        )
+        .await
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
     with_org(response, &org)
@@ -108,7 +118,9 @@ fn with_org(mut response: Response, org: &Org) -> Response {
 
 /// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -135,7 +147,11 @@ struct Reservation {
 impl Reservation {
     async fn finish(mut self, status: u16, body: &str) {
         self.armed = false;
-        if let Err(e) = self.accounts.idempotency_finish(&self.org_id, &self.key, status, body).await {
+        if let Err(e) = self
+            .accounts
+            .idempotency_finish(&self.org_id, &self.key, status, body)
+            .await
+        {
             // The compare is done and charged; answering it beats failing it.
             tracing::error!(error = %e, "could not store the idempotent response");
         }
@@ -147,7 +163,11 @@ impl Drop for Reservation {
         if !self.armed {
             return;
         }
-        let (accounts, org_id, key) = (self.accounts.clone(), std::mem::take(&mut self.org_id), std::mem::take(&mut self.key));
+        let (accounts, org_id, key) = (
+            self.accounts.clone(),
+            std::mem::take(&mut self.org_id),
+            std::mem::take(&mut self.key),
+        );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = accounts.idempotency_abandon(&org_id, &key).await {
@@ -162,7 +182,11 @@ impl Drop for Reservation {
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn timed_out() -> ApiError {
-    ApiError::unavailable("request_timeout", "the request took too long; retry later", 1)
+    ApiError::unavailable(
+        "request_timeout",
+        "the request took too long; retry later",
+        1,
+    )
 }
 
 async fn process(
@@ -180,19 +204,33 @@ async fn process(
     if declared_len.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         // Not worth reading: the connection is closed after this answer.
         body.take();
-        return Err(InputError::BodyTooLarge { limit: MAX_BODY_BYTES }.into());
+        return Err(InputError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+        .into());
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let kind = inputs::body::body_kind(content_type)?;
     let body = body.take().unwrap_or_default();
-    let inputs = timeout_at(deadline, inputs::body::read_body(kind, body)).await.map_err(|_| timed_out())??;
+    let inputs = timeout_at(deadline, inputs::body::read_body(kind, body))
+        .await
+        .map_err(|_| timed_out())??;
 
     let reservation = match idem_key {
         None => None,
-        Some(key) => match state.accounts.idempotency_begin(&org.id, &key, &inputs.fingerprint()).await? {
-            IdempotencyBegin::New => {
-                Some(Reservation { accounts: state.accounts.clone(), org_id: org.id.clone(), key, armed: true })
-            }
+        Some(key) => match state
+            .accounts
+            .idempotency_begin(&org.id, &key, &inputs.fingerprint())
+            .await?
+        {
+            IdempotencyBegin::New => Some(Reservation {
+                accounts: state.accounts.clone(),
+                org_id: org.id.clone(),
+                key,
+                armed: true,
+            }),
             IdempotencyBegin::Replay { status, body } => return Ok(replay(status, body)),
             IdempotencyBegin::Mismatch => {
                 return Err(ApiError::new(
@@ -220,14 +258,25 @@ async fn process(
         }
     }
 
-    let (source, target) = timeout_at(deadline, resolve_both(state, org, inputs)).await.map_err(|_| timed_out())??;
-    let comparison = timeout_at(deadline, state.engine.compare(source, target)).await.map_err(|_| timed_out())??;
+    let (source, target) = timeout_at(deadline, resolve_both(state, org, inputs))
+        .await
+        .map_err(|_| timed_out())??;
+    let comparison = timeout_at(deadline, state.engine.compare(source, target))
+        .await
+        .map_err(|_| timed_out())??;
     let t = &comparison.timings;
-    for (stage, d) in [("queue", t.queue), ("decode", t.decode), ("detect", t.detect), ("embed", t.embed)] {
+    for (stage, d) in [
+        ("queue", t.queue),
+        ("decode", t.decode),
+        ("detect", t.detect),
+        ("embed", t.embed),
+    ] {
         state.metrics.observe_stage(stage, d.as_secs_f64());
     }
     if !comparison.confidence.is_finite() {
-        return Err(ApiError::internal("the engine returned a non-finite confidence"));
+        return Err(ApiError::internal(
+            "the engine returned a non-finite confidence",
+        ));
     }
     let confidence = comparison.confidence.clamp(0.0, 100.0);
     let threshold = org.threshold.unwrap_or(state.config.threshold);
@@ -265,33 +314,53 @@ fn insufficient(balance: Option<i64>, cost: i64) -> ApiError {
 
 fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn replay(status: u16, body: String) -> Response {
     let mut r = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
-    r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
 }
 
 /// Turns both inputs into bytes, fetching S3 references concurrently.
-async fn resolve_both(state: &AppState, org: &Org, inputs: CompareInputs) -> Result<(Bytes, Bytes), ApiError> {
-    let (source, target) =
-        tokio::join!(resolve(state, org, "source", inputs.source), resolve(state, org, "target", inputs.target));
+async fn resolve_both(
+    state: &AppState,
+    org: &Org,
+    inputs: CompareInputs,
+) -> Result<(Bytes, Bytes), ApiError> {
+    let (source, target) = tokio::join!(
+        resolve(state, org, "source", inputs.source),
+        resolve(state, org, "target", inputs.target)
+    );
     Ok((source?, target?))
 }
 
-async fn resolve(state: &AppState, org: &Org, field: &str, input: ImageInput) -> Result<Bytes, ApiError> {
+async fn resolve(
+    state: &AppState,
+    org: &Org,
+    field: &str,
+    input: ImageInput,
+) -> Result<Bytes, ApiError> {
     match input {
         ImageInput::Bytes(b) => Ok(b),
         ImageInput::S3(reference) => {
             let Some(s3) = &state.s3 else {
-                return Err(InputError::S3NotConfigured { field: field.into() }.into());
+                return Err(InputError::S3NotConfigured {
+                    field: field.into(),
+                }
+                .into());
             };
             let started = Instant::now();
             let fetched = s3.fetch(&org.s3_prefix, field, &reference).await;
-            state.metrics.observe_stage("s3", started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .observe_stage("s3", started.elapsed().as_secs_f64());
             let bytes = fetched?;
             inputs::check_image_bytes(field, &bytes)?;
             Ok(bytes)
@@ -324,7 +393,13 @@ mod tests {
         assert!(idempotency_key(&h).unwrap().is_none());
         h.insert("idempotency-key", HeaderValue::from_static("order-42"));
         assert_eq!(idempotency_key(&h).unwrap().as_deref(), Some("order-42"));
-        h.insert("idempotency-key", HeaderValue::from_str(&"x".repeat(256)).unwrap());
-        assert_eq!(idempotency_key(&h).unwrap_err().code, "invalid_idempotency_key");
+        h.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&"x".repeat(256)).unwrap(),
+        );
+        assert_eq!(
+            idempotency_key(&h).unwrap_err().code,
+            "invalid_idempotency_key"
+        );
     }
 }

@@ -20,7 +20,9 @@ tokio::task_local! {
 
 /// The current request's id, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_string())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 #[derive(Debug)]
@@ -33,7 +35,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), headers: HeaderMap::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
@@ -58,7 +65,11 @@ impl ApiError {
     }
 
     pub fn insufficient_balance(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", message)
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_balance",
+            message,
+        )
     }
 
     pub fn rate_limited(limit_text: &str, retry_after_secs: u64) -> Self {
@@ -72,16 +83,29 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After`: the client should come back shortly.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_header(http::header::RETRY_AFTER, retry_after_secs)
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            .with_header(http::header::RETRY_AFTER, retry_after_secs)
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route; see /openapi.json",
+        )
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
     }
 }
 
@@ -99,7 +123,11 @@ impl From<InputError> for ApiError {
 impl From<FacesError> for ApiError {
     fn from(e: FacesError) -> Self {
         match e {
-            FacesError::BadImage { side, code, message } => {
+            FacesError::BadImage {
+                side,
+                code,
+                message,
+            } => {
                 let field = side.field();
                 // The engine's message may or may not name the field already.
                 let message = if message.starts_with(&format!("{field}:")) {
@@ -109,9 +137,11 @@ impl From<FacesError> for ApiError {
                 };
                 Self::new(StatusCode::BAD_REQUEST, code, message)
             }
-            FacesError::Overloaded => {
-                Self::unavailable("overloaded", "the server is busy comparing faces; retry shortly", 1)
-            }
+            FacesError::Overloaded => Self::unavailable(
+                "overloaded",
+                "the server is busy comparing faces; retry shortly",
+                1,
+            ),
             FacesError::Internal(detail) => Self::internal(format!("face engine: {detail}")),
         }
     }
@@ -150,8 +180,11 @@ mod tests {
     async fn renders_code_message_and_request_id() {
         let r = REQUEST_ID
             .scope("req-1".into(), async {
-                ApiError::from(InputError::ImageTooLarge { field: "target".into(), size: Some(18_035_507) })
-                    .into_response()
+                ApiError::from(InputError::ImageTooLarge {
+                    field: "target".into(),
+                    size: Some(18_035_507),
+                })
+                .into_response()
             })
             .await;
         assert_eq!(r.status(), 400);
@@ -163,7 +196,8 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_do_not_leak_details() {
-        let r = ApiError::from(FacesError::Internal("/secret/path.onnx: bad tensor".into())).into_response();
+        let r = ApiError::from(FacesError::Internal("/secret/path.onnx: bad tensor".into()))
+            .into_response();
         assert_eq!(r.status(), 500);
         let v = body_of(r).await;
         assert_eq!(v["error"], "internal_error");
@@ -177,11 +211,17 @@ mod tests {
             code: "image_decode_failed",
             message: "truncated JPEG".into(),
         });
-        assert_eq!((e.status.as_u16(), e.code, e.message.as_str()), (400, "image_decode_failed", "target: truncated JPEG"));
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.message.as_str()),
+            (400, "image_decode_failed", "target: truncated JPEG")
+        );
         let r = ApiError::from(FacesError::Overloaded).into_response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
         let r = ApiError::rate_limited("2/min", 0).into_response();
-        assert_eq!((r.status().as_u16(), &r.headers()["retry-after"]), (429, &HeaderValue::from_static("1")));
+        assert_eq!(
+            (r.status().as_u16(), &r.headers()["retry-after"]),
+            (429, &HeaderValue::from_static("1"))
+        );
     }
 }

@@ -51,7 +51,13 @@ pub struct AppState {
 pub struct OrgId(pub String);
 
 /// Routes known to the metrics (anything else is `other`, keeping label cardinality bounded).
-const ROUTES: [&str; 5] = ["/v1/face/compare", "/healthz", "/readyz", "/metrics", "/openapi.json"];
+const ROUTES: [&str; 5] = [
+    "/v1/face/compare",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+];
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -63,7 +69,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Inner to outer: a panic becomes a JSON 500 inside the request-id scope.
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -76,7 +84,8 @@ fn request_id(req: &Request) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=128).contains(&v.len())
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
@@ -88,16 +97,29 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path();
-    let route = ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other");
+    let route = ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other");
     let span = tracing::info_span!("request", request_id = %id);
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span.clone()).await;
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(req))
+        .instrument(span.clone())
+        .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state.metrics.observe_request(route, status, elapsed.as_secs_f64());
-    let org = response.extensions().get::<OrgId>().map(|o| o.0.as_str()).unwrap_or("-");
+    state
+        .metrics
+        .observe_request(route, status, elapsed.as_secs_f64());
+    let org = response
+        .extensions()
+        .get::<OrgId>()
+        .map(|o| o.0.as_str())
+        .unwrap_or("-");
     let latency_ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     span.in_scope(|| {
         if status >= 500 {
@@ -116,8 +138,13 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
 /// then drain in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(&config);
-    let accounts = Accounts::connect(&config.database_url).await.context("connecting to the database")?;
-    accounts.migrate().await.context("applying database migrations")?;
+    let accounts = Accounts::connect(&config.database_url)
+        .await
+        .context("connecting to the database")?;
+    accounts
+        .migrate()
+        .await
+        .context("applying database migrations")?;
     if config.embedded_default
         && let Some(created) = accounts
             .ensure_default_org(config.default_org_tokens, config.rate_limit)
@@ -143,14 +170,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("starting the face engine")?
         .context("loading the face models")?;
-    let s3 = config.s3.as_ref().map(S3Store::connect).transpose().context("S3 configuration")?;
+    let s3 = config
+        .s3
+        .as_ref()
+        .map(S3Store::connect)
+        .transpose()
+        .context("S3 configuration")?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let drain_timeout = config.request_timeout + Duration::from_secs(5);
-    let state = Arc::new(AppState { config, accounts, engine, s3, metrics: Metrics::new() });
+    let state = Arc::new(AppState {
+        config,
+        accounts,
+        engine,
+        s3,
+        metrics: Metrics::new(),
+    });
     let app = router(state);
 
     {

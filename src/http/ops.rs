@@ -31,7 +31,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Err(_) => "timeout",
     };
     let ready = database == "ok";
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": database,
@@ -42,7 +46,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    state.metrics.queue_depth.set(state.engine.queue_depth() as i64);
+    state
+        .metrics
+        .queue_depth
+        .set(state.engine.queue_depth() as i64);
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -53,7 +60,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn openapi() -> Response {
     let mut r = OPENAPI_JSON.into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -66,13 +76,22 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
         assert_eq!(v["openapi"], "3.1.0");
         let op = &v["paths"]["/v1/face/compare"]["post"];
-        for status in ["200", "400", "401", "402", "403", "409", "422", "429", "500", "503"] {
-            assert!(op["responses"][status].is_object(), "status {status} undocumented");
+        for status in [
+            "200", "400", "401", "402", "403", "409", "422", "429", "500", "503",
+        ] {
+            assert!(
+                op["responses"][status].is_object(),
+                "status {status} undocumented"
+            );
         }
         let content = &op["requestBody"]["content"];
-        assert!(content["multipart/form-data"].is_object() && content["application/json"].is_object());
+        assert!(
+            content["multipart/form-data"].is_object() && content["application/json"].is_object()
+        );
         assert!(v["components"]["securitySchemes"]["apiKey"].is_object());
-        let props = v["components"]["schemas"]["CompareResponse"]["properties"].as_object().unwrap();
+        let props = v["components"]["schemas"]["CompareResponse"]["properties"]
+            .as_object()
+            .unwrap();
         assert_eq!(props.len(), 5);
     }
 }

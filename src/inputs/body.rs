@@ -15,7 +15,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_TEXT_BYTES, sniff, text};
+use super::{
+    CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_TEXT_BYTES, sniff,
+    text,
+};
 
 /// Strings above this size are decoded on the blocking pool, off the async workers.
 const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
@@ -30,8 +33,15 @@ pub enum BodyKind {
 /// Judges the `Content-Type` alone, before any byte of the body is read.
 pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, InputError> {
     let ct = content_type.unwrap_or("").trim();
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(BodyKind::Json)
     } else if essence == "multipart/form-data" {
         let boundary = multer::parse_boundary(ct).map_err(|_| InputError::InvalidBody {
@@ -40,13 +50,20 @@ pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, InputError> {
         Ok(BodyKind::Multipart { boundary })
     } else {
         Err(InputError::UnsupportedContentType {
-            content_type: if ct.is_empty() { "(none)".into() } else { ct.chars().take(100).collect() },
+            content_type: if ct.is_empty() {
+                "(none)".into()
+            } else {
+                ct.chars().take(100).collect()
+            },
         })
     }
 }
 
 /// Reads and parses the body according to its `Content-Type`.
-pub async fn read_compare_body(content_type: Option<&str>, body: Body) -> Result<CompareInputs, InputError> {
+pub async fn read_compare_body(
+    content_type: Option<&str>,
+    body: Body,
+) -> Result<CompareInputs, InputError> {
     read_body(body_kind(content_type)?, body).await
 }
 
@@ -61,16 +78,22 @@ async fn read_json(body: Body) -> Result<CompareInputs, InputError> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| InputError::InvalidBody { message: "the request body could not be read".into() })?;
+        let chunk = chunk.map_err(|_| InputError::InvalidBody {
+            message: "the request body could not be read".into(),
+        })?;
         if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(InputError::BodyTooLarge { limit: MAX_BODY_BYTES });
+            return Err(InputError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
         }
         buf.extend_from_slice(&chunk);
     }
     let buf = buf.freeze();
     let (source, target) = tokio::task::spawn_blocking(move || parse_json(&buf))
         .await
-        .map_err(|_| InputError::InvalidBody { message: "the JSON body could not be parsed".into() })??;
+        .map_err(|_| InputError::InvalidBody {
+            message: "the JSON body could not be parsed".into(),
+        })??;
     let source = classify_owned("source", source).await?;
     let target = classify_owned("target", target).await?;
     Ok(CompareInputs { source, target })
@@ -101,8 +124,12 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let mut top =
-            Top { source: JsonField::Missing, target: JsonField::Missing, others: Vec::new(), duplicate: None };
+        let mut top = Top {
+            source: JsonField::Missing,
+            target: JsonField::Missing,
+            others: Vec::new(),
+            duplicate: None,
+        };
         while let Some(key) = map.next_key::<String>()? {
             let slot = match key.as_str() {
                 "source" => (&mut top.source, "source"),
@@ -133,7 +160,11 @@ impl<'de> Visitor<'de> for TopVisitor {
 }
 
 fn missing_hint(others: &[String]) -> String {
-    if others.is_empty() { String::new() } else { format!(" (the body has: {})", others.join(", ")) }
+    if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (the body has: {})", others.join(", "))
+    }
 }
 
 fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
@@ -141,16 +172,24 @@ fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
     let top = de
         .deserialize_map(TopVisitor)
         .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| InputError::InvalidBody { message: format!("invalid JSON body: {e}") })?;
+        .map_err(|e| InputError::InvalidBody {
+            message: format!("invalid JSON body: {e}"),
+        })?;
     if let Some(field) = top.duplicate {
-        return Err(InputError::DuplicateField { field: field.into() });
+        return Err(InputError::DuplicateField {
+            field: field.into(),
+        });
     }
     let take = |field: &'static str, v: JsonField| match v {
         JsonField::Str(s) => Ok(s),
-        JsonField::Missing | JsonField::Null => {
-            Err(InputError::MissingField { field: field.into(), hint: missing_hint(&top.others) })
-        }
-        JsonField::Other(found) => Err(InputError::InvalidFieldType { field: field.into(), found: found.into() }),
+        JsonField::Missing | JsonField::Null => Err(InputError::MissingField {
+            field: field.into(),
+            hint: missing_hint(&top.others),
+        }),
+        JsonField::Other(found) => Err(InputError::InvalidFieldType {
+            field: field.into(),
+            found: found.into(),
+        }),
     };
     let source = take("source", top.source)?;
     let target = take("target", top.target)?;
@@ -163,23 +202,33 @@ async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, In
     }
     tokio::task::spawn_blocking(move || text::classify(field, &s))
         .await
-        .unwrap_or_else(|_| Err(InputError::InvalidBase64 { field: field.into(), message: "could not be decoded".into() }))
+        .unwrap_or_else(|_| {
+            Err(InputError::InvalidBase64 {
+                field: field.into(),
+                message: "could not be decoded".into(),
+            })
+        })
 }
 
 fn map_multer(e: multer::Error) -> InputError {
     match e {
-        multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge { limit: MAX_BODY_BYTES },
-        multer::Error::StreamReadFailed(_) => {
-            InputError::InvalidBody { message: "the request body could not be read".into() }
-        }
-        other => InputError::InvalidBody { message: format!("invalid multipart body: {other}") },
+        multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        },
+        multer::Error::StreamReadFailed(_) => InputError::InvalidBody {
+            message: "the request body could not be read".into(),
+        },
+        other => InputError::InvalidBody {
+            message: format!("invalid multipart body: {other}"),
+        },
     }
 }
 
 async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, InputError> {
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().whole_stream(MAX_BODY_BYTES as u64));
-    let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut mp =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut source: Option<Bytes> = None;
     let mut target: Option<Bytes> = None;
     let mut others: Vec<String> = Vec::new();
@@ -199,7 +248,9 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
                 }
             };
             if slot.is_some() {
-                return Err(InputError::DuplicateField { field: field.into() });
+                return Err(InputError::DuplicateField {
+                    field: field.into(),
+                });
             }
             *slot = Some(read_part(field, &mut part).await?);
         }
@@ -208,14 +259,20 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
     if let Err(e) = parts.await {
         // Read the rest (within the body limit) so that the client, still
         // sending, gets this answer rather than a reset connection.
-        if !matches!(e, InputError::BodyTooLarge { .. } | InputError::InvalidBody { .. }) {
+        if !matches!(
+            e,
+            InputError::BodyTooLarge { .. } | InputError::InvalidBody { .. }
+        ) {
             while let Ok(Some(mut part)) = mp.next_field().await {
                 while let Ok(Some(_)) = part.chunk().await {}
             }
         }
         return Err(e);
     }
-    let missing = |field: &str| InputError::MissingField { field: field.into(), hint: missing_hint(&others) };
+    let missing = |field: &str| InputError::MissingField {
+        field: field.into(),
+        hint: missing_hint(&others),
+    };
     let source = source.ok_or_else(|| missing("source"))?;
     let target = target.ok_or_else(|| missing("target"))?;
     let source = classify_part("source", source).await?;
@@ -231,7 +288,11 @@ async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, I
     while let Some(chunk) = part.chunk().await.map_err(map_multer)? {
         let mut head: Vec<u8> = buf.iter().take(sniff::SNIFF_LEN).copied().collect();
         head.extend(chunk.iter().take(sniff::SNIFF_LEN - head.len()));
-        let limit = if sniff::sniff(&head).is_some() { MAX_IMAGE_BYTES } else { MAX_TEXT_BYTES };
+        let limit = if sniff::sniff(&head).is_some() {
+            MAX_IMAGE_BYTES
+        } else {
+            MAX_TEXT_BYTES
+        };
         if buf.len() + chunk.len() > limit {
             let mut size = (buf.len() + chunk.len()) as u64;
             drop(buf);
@@ -252,17 +313,25 @@ async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, I
 
 async fn classify_part(field: &'static str, data: Bytes) -> Result<ImageInput, InputError> {
     if data.is_empty() {
-        return Err(InputError::EmptyField { field: field.into() });
+        return Err(InputError::EmptyField {
+            field: field.into(),
+        });
     }
     if let Some(format) = sniff::sniff(&data) {
         if !format.is_supported() {
-            return Err(InputError::UnsupportedImageFormat { field: field.into(), detected: Some(format.name()) });
+            return Err(InputError::UnsupportedImageFormat {
+                field: field.into(),
+                detected: Some(format.name()),
+            });
         }
         return Ok(ImageInput::Bytes(data));
     }
     match String::from_utf8(data.to_vec()) {
         Ok(s) => classify_owned(field, s).await,
-        Err(_) => Err(InputError::UnsupportedImageFormat { field: field.into(), detected: None }),
+        Err(_) => Err(InputError::UnsupportedImageFormat {
+            field: field.into(),
+            detected: None,
+        }),
     }
 }
 
@@ -296,8 +365,11 @@ mod tests {
 
     #[tokio::test]
     async fn json_strings() {
-        let body = br#"{"source": "orgs/a/1.jpg", "target": "s3://b/orgs/a/2.jpg", "extra": [1]}"#.to_vec();
-        let got = parse("application/json; charset=utf-8", body).await.unwrap();
+        let body = br#"{"source": "orgs/a/1.jpg", "target": "s3://b/orgs/a/2.jpg", "extra": [1]}"#
+            .to_vec();
+        let got = parse("application/json; charset=utf-8", body)
+            .await
+            .unwrap();
         assert_eq!(got.source, ImageInput::S3("orgs/a/1.jpg".into()));
         assert_eq!(got.target, ImageInput::S3("s3://b/orgs/a/2.jpg".into()));
     }
@@ -307,18 +379,48 @@ mod tests {
         let cases: &[(&[u8], &str, Option<&str>)] = &[
             (b"{\"source\": \"a\"", "invalid_body", None),
             (b"[1,2]", "invalid_body", None),
-            (b"{\"source\": \"a\", \"target\": \"b\"} x", "invalid_body", None),
+            (
+                b"{\"source\": \"a\", \"target\": \"b\"} x",
+                "invalid_body",
+                None,
+            ),
             (b"{\"target\": \"b\"}", "missing_field", Some("source")),
-            (b"{\"source\": \"a\", \"target\": null}", "missing_field", Some("target")),
-            (b"{\"source\": \"a\", \"target\": \" \"}", "empty_field", Some("target")),
-            (b"{\"source\": 5, \"target\": \"b\"}", "invalid_field_type", Some("source")),
-            (b"{\"source\": \"a\", \"source\": \"b\", \"target\": \"c\"}", "duplicate_field", Some("source")),
+            (
+                b"{\"source\": \"a\", \"target\": null}",
+                "missing_field",
+                Some("target"),
+            ),
+            (
+                b"{\"source\": \"a\", \"target\": \" \"}",
+                "empty_field",
+                Some("target"),
+            ),
+            (
+                b"{\"source\": 5, \"target\": \"b\"}",
+                "invalid_field_type",
+                Some("source"),
+            ),
+            (
+                b"{\"source\": \"a\", \"source\": \"b\", \"target\": \"c\"}",
+                "duplicate_field",
+                Some("source"),
+            ),
         ];
         for (body, code, field) in cases {
             let e = parse("application/json", body.to_vec()).await.unwrap_err();
-            assert_eq!((e.code(), e.field()), (*code, *field), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (e.code(), e.field()),
+                (*code, *field),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
-        let e = parse("application/json", b"{\"sourse\": \"a\", \"target\": \"b\"}".to_vec()).await.unwrap_err();
+        let e = parse(
+            "application/json",
+            b"{\"sourse\": \"a\", \"target\": \"b\"}".to_vec(),
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("sourse"), "{e}");
     }
 
@@ -328,49 +430,118 @@ mod tests {
         assert_eq!(e.code(), "unsupported_content_type");
         let e = read_compare_body(None, Body::from("x")).await.unwrap_err();
         assert_eq!(e.code(), "unsupported_content_type");
-        let e = parse("multipart/form-data", b"x".to_vec()).await.unwrap_err();
+        let e = parse("multipart/form-data", b"x".to_vec())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "invalid_body");
     }
 
     #[tokio::test]
     async fn multipart_file_and_text_parts_mix() {
         let b = "XyZ123";
-        let body = multipart(b, &[("note", None, b"hi"), ("source", Some("a.txt"), JPEG), ("target", None, b"orgs/a/b.jpg")]);
-        let got = parse(&format!("multipart/form-data; boundary={b}"), body).await.unwrap();
+        let body = multipart(
+            b,
+            &[
+                ("note", None, b"hi"),
+                ("source", Some("a.txt"), JPEG),
+                ("target", None, b"orgs/a/b.jpg"),
+            ],
+        );
+        let got = parse(&format!("multipart/form-data; boundary={b}"), body)
+            .await
+            .unwrap();
         assert_eq!(got.source, ImageInput::Bytes(Bytes::from_static(JPEG)));
         assert_eq!(got.target, ImageInput::S3("orgs/a/b.jpg".into()));
         // Same inputs under another boundary: same fingerprint.
         let b2 = "other-boundary";
-        let body = multipart(b2, &[("target", None, b"orgs/a/b.jpg"), ("source", Some("x.jpg"), JPEG)]);
-        let again = parse(&format!("multipart/form-data; boundary=\"{b2}\""), body).await.unwrap();
+        let body = multipart(
+            b2,
+            &[
+                ("target", None, b"orgs/a/b.jpg"),
+                ("source", Some("x.jpg"), JPEG),
+            ],
+        );
+        let again = parse(&format!("multipart/form-data; boundary=\"{b2}\""), body)
+            .await
+            .unwrap();
         assert_eq!(got.fingerprint(), again.fingerprint());
     }
 
     #[tokio::test]
     async fn multipart_errors() {
         let ct = "multipart/form-data; boundary=B";
-        let e = parse(ct, multipart("B", &[("source", None, b"orgs/a.jpg")])).await.unwrap_err();
+        let e = parse(ct, multipart("B", &[("source", None, b"orgs/a.jpg")]))
+            .await
+            .unwrap_err();
         assert_eq!((e.code(), e.field()), ("missing_field", Some("target")));
-        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("source", Some("b"), JPEG)])).await.unwrap_err();
+        let e = parse(
+            ct,
+            multipart(
+                "B",
+                &[("source", Some("a"), JPEG), ("source", Some("b"), JPEG)],
+            ),
+        )
+        .await
+        .unwrap_err();
         assert_eq!((e.code(), e.field()), ("duplicate_field", Some("source")));
-        let e = parse(ct, multipart("B", &[("source", Some("a"), b""), ("target", Some("b"), JPEG)])).await.unwrap_err();
+        let e = parse(
+            ct,
+            multipart(
+                "B",
+                &[("source", Some("a"), b""), ("target", Some("b"), JPEG)],
+            ),
+        )
+        .await
+        .unwrap_err();
         assert_eq!((e.code(), e.field()), ("empty_field", Some("source")));
-        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("target", Some("b"), b"GIF89a\x01\x00")]))
-            .await
-            .unwrap_err();
-        assert_eq!((e.code(), e.field()), ("unsupported_image_format", Some("target")));
-        let e = parse(ct, multipart("B", &[("source", Some("a"), JPEG), ("target", Some("b"), b"\x00\x9f\x92\x96")]))
-            .await
-            .unwrap_err();
-        assert_eq!((e.code(), e.field()), ("unsupported_image_format", Some("target")));
+        let e = parse(
+            ct,
+            multipart(
+                "B",
+                &[
+                    ("source", Some("a"), JPEG),
+                    ("target", Some("b"), b"GIF89a\x01\x00"),
+                ],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (e.code(), e.field()),
+            ("unsupported_image_format", Some("target"))
+        );
+        let e = parse(
+            ct,
+            multipart(
+                "B",
+                &[
+                    ("source", Some("a"), JPEG),
+                    ("target", Some("b"), b"\x00\x9f\x92\x96"),
+                ],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (e.code(), e.field()),
+            ("unsupported_image_format", Some("target"))
+        );
     }
 
     #[tokio::test]
     async fn oversized_file_part_is_refused_with_its_size() {
         let mut big = JPEG.to_vec();
         big.resize(MAX_IMAGE_BYTES + 1000, 0);
-        let body = multipart("B", &[("source", Some("a.jpg"), JPEG), ("target", Some("b.jpg"), &big)]);
-        let e = parse("multipart/form-data; boundary=B", body).await.unwrap_err();
+        let body = multipart(
+            "B",
+            &[
+                ("source", Some("a.jpg"), JPEG),
+                ("target", Some("b.jpg"), &big),
+            ],
+        );
+        let e = parse("multipart/form-data; boundary=B", body)
+            .await
+            .unwrap_err();
         assert_eq!((e.code(), e.field()), ("image_too_large", Some("target")));
         assert!(e.to_string().contains("15.0 MB"), "{e}");
     }

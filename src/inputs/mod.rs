@@ -70,7 +70,9 @@ impl CompareInputs {
 pub enum InputError {
     #[error("{message}")]
     InvalidBody { message: String },
-    #[error("unsupported content type {content_type:?}: send multipart/form-data or application/json")]
+    #[error(
+        "unsupported content type {content_type:?}: send multipart/form-data or application/json"
+    )]
     UnsupportedContentType { content_type: String },
     #[error("the request body is larger than {} MB", mb(*limit as u64))]
     BodyTooLarge { limit: usize },
@@ -85,10 +87,15 @@ pub enum InputError {
     #[error("{field}: {message}")]
     InvalidBase64 { field: String, message: String },
     #[error("{field}: {}", unsupported_message(*detected))]
-    UnsupportedImageFormat { field: String, detected: Option<&'static str> },
+    UnsupportedImageFormat {
+        field: String,
+        detected: Option<&'static str>,
+    },
     #[error("{field}: {}", too_large_message(*size))]
     ImageTooLarge { field: String, size: Option<u64> },
-    #[error("{field}: looks like an S3 key (it is not a base64 image), but this server has no S3 bucket configured")]
+    #[error(
+        "{field}: looks like an S3 key (it is not a base64 image), but this server has no S3 bucket configured"
+    )]
     S3NotConfigured { field: String },
     /// The key is outside the organisation's prefix, in another bucket, or uses
     /// path tricks. `message` starts with the field name.
@@ -106,7 +113,11 @@ pub enum InputError {
 
 fn mb(bytes: u64) -> String {
     let v = bytes as f64 / (1024.0 * 1024.0);
-    if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn too_large_message(size: Option<u64>) -> String {
@@ -180,10 +191,15 @@ impl InputError {
 /// Checks that fetched or uploaded bytes carry a supported image signature.
 pub fn check_image_bytes(field: &str, bytes: &[u8]) -> Result<(), InputError> {
     if bytes.is_empty() {
-        return Err(InputError::EmptyField { field: field.to_string() });
+        return Err(InputError::EmptyField {
+            field: field.to_string(),
+        });
     }
     if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(InputError::ImageTooLarge { field: field.to_string(), size: Some(bytes.len() as u64) });
+        return Err(InputError::ImageTooLarge {
+            field: field.to_string(),
+            size: Some(bytes.len() as u64),
+        });
     }
     match sniff::sniff(bytes) {
         Some(f) if f.is_supported() => Ok(()),
@@ -206,9 +222,15 @@ mod tests {
         };
         let same = a.clone();
         assert_eq!(a.fingerprint(), same.fingerprint());
-        let other_key = CompareInputs { target: ImageInput::S3("orgs/a/c.jpg".into()), ..a.clone() };
+        let other_key = CompareInputs {
+            target: ImageInput::S3("orgs/a/c.jpg".into()),
+            ..a.clone()
+        };
         assert_ne!(a.fingerprint(), other_key.fingerprint());
-        let swapped = CompareInputs { source: a.target.clone(), target: a.source.clone() };
+        let swapped = CompareInputs {
+            source: a.target.clone(),
+            target: a.source.clone(),
+        };
         assert_ne!(a.fingerprint(), swapped.fingerprint());
         let bytes_vs_key = CompareInputs {
             source: ImageInput::S3("\u{FF}".into()),
@@ -219,12 +241,24 @@ mod tests {
 
     #[test]
     fn messages_name_the_field_and_sizes() {
-        let e = InputError::ImageTooLarge { field: "target".into(), size: Some(18_035_507) };
-        assert_eq!(e.to_string(), "target: image is 17.2 MB; the limit is 15 MB");
+        let e = InputError::ImageTooLarge {
+            field: "target".into(),
+            size: Some(18_035_507),
+        };
+        assert_eq!(
+            e.to_string(),
+            "target: image is 17.2 MB; the limit is 15 MB"
+        );
         assert_eq!(e.code(), "image_too_large");
         assert_eq!(e.status(), 400);
-        let e = InputError::S3NotFound { field: "source".into(), message: "source: no such object".into() };
-        assert_eq!((e.code(), e.status(), e.field()), ("s3_object_not_found", 403, Some("source")));
+        let e = InputError::S3NotFound {
+            field: "source".into(),
+            message: "source: no such object".into(),
+        };
+        assert_eq!(
+            (e.code(), e.status(), e.field()),
+            ("s3_object_not_found", 403, Some("source"))
+        );
         assert!(MAX_BODY_BYTES > 2 * MAX_IMAGE_BYTES * 4 / 3);
     }
 
@@ -232,7 +266,13 @@ mod tests {
     fn checks_fetched_bytes() {
         assert!(check_image_bytes("source", b"\x89PNG\r\n\x1a\n\0\0").is_ok());
         let e = check_image_bytes("source", b"GIF89a\x01\0").unwrap_err();
-        assert_eq!(e.to_string(), "source: GIF images are not supported; send JPEG, PNG or WebP");
-        assert_eq!(check_image_bytes("target", b"").unwrap_err().code(), "empty_field");
+        assert_eq!(
+            e.to_string(),
+            "source: GIF images are not supported; send JPEG, PNG or WebP"
+        );
+        assert_eq!(
+            check_image_bytes("target", b"").unwrap_err().code(),
+            "empty_field"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub enum ImageFormat {
 impl ImageFormat {
     /// Formats the face engine decodes.
     pub fn is_supported(self) -> bool {
-        matches!(self, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Webp)
+        matches!(
+            self,
+            ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Webp
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -91,14 +94,26 @@ mod tests {
 
     #[test]
     fn recognises_signatures() {
-        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]), Some(ImageFormat::Jpeg));
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Some(ImageFormat::Png));
+        assert_eq!(
+            sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]),
+            Some(ImageFormat::Jpeg)
+        );
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Some(ImageFormat::Png)
+        );
         assert_eq!(sniff(b"RIFF\x24\0\0\0WEBPVP8 "), Some(ImageFormat::Webp));
         assert_eq!(sniff(b"GIF89a\x01\0\x01\0"), Some(ImageFormat::Gif));
         assert_eq!(sniff(b"BM\x46\0\0\0\0\0\0\0\x36\0"), Some(ImageFormat::Bmp));
         assert_eq!(sniff(b"II*\0\x08\0\0\0"), Some(ImageFormat::Tiff));
-        assert_eq!(sniff(b"\0\0\0\x18ftypheic\0\0\0\0"), Some(ImageFormat::Heic));
-        assert_eq!(sniff(b"\0\0\0\x1cftypavif\0\0\0\0"), Some(ImageFormat::Avif));
+        assert_eq!(
+            sniff(b"\0\0\0\x18ftypheic\0\0\0\0"),
+            Some(ImageFormat::Heic)
+        );
+        assert_eq!(
+            sniff(b"\0\0\0\x1cftypavif\0\0\0\0"),
+            Some(ImageFormat::Avif)
+        );
         assert!(ImageFormat::Webp.is_supported());
         assert!(!ImageFormat::Gif.is_supported());
     }

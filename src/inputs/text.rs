@@ -13,8 +13,7 @@
 //!    1024 bytes and no control characters (line breaks included).
 //! 5. Anything else (e.g. 4 KB of base64 that is not an image) is `invalid_base64`.
 use base64::{
-    Engine as _,
-    alphabet,
+    Engine as _, alphabet,
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
 };
 use bytes::Bytes;
@@ -48,7 +47,9 @@ fn engine_for(b64: &[u8]) -> Result<&'static GeneralPurpose, String> {
     let url = b64.iter().any(|c| matches!(c, b'-' | b'_'));
     let std = b64.iter().any(|c| matches!(c, b'+' | b'/'));
     match (url, std) {
-        (true, true) => Err("invalid base64: mixes the standard (+/) and URL-safe (-_) alphabets".into()),
+        (true, true) => {
+            Err("invalid base64: mixes the standard (+/) and URL-safe (-_) alphabets".into())
+        }
         (true, false) => Ok(&URL_SAFE),
         _ => Ok(&STANDARD),
     }
@@ -63,7 +64,11 @@ fn decoded_len(b64: &[u8]) -> u64 {
 /// Decodes just enough leading characters to sniff the image signature.
 fn sniff_prefix(b64: &[u8]) -> Option<sniff::ImageFormat> {
     let take = (sniff::SNIFF_LEN.div_ceil(3) * 4).min(b64.len() / 4 * 4);
-    let prefix: Vec<u8> = b64[..take].iter().copied().take_while(|&c| c != b'=').collect();
+    let prefix: Vec<u8> = b64[..take]
+        .iter()
+        .copied()
+        .take_while(|&c| c != b'=')
+        .collect();
     // The prefix alone picks the alphabet: a mixed-alphabet string with an
     // image signature must end as invalid_base64, not as an S3 key.
     let bytes = engine_for(&prefix).ok()?.decode(&prefix).ok()?;
@@ -71,13 +76,21 @@ fn sniff_prefix(b64: &[u8]) -> Option<sniff::ImageFormat> {
 }
 
 fn decode(field: &str, b64: &[u8]) -> Result<Vec<u8>, InputError> {
-    let invalid = |message: String| InputError::InvalidBase64 { field: field.to_string(), message };
+    let invalid = |message: String| InputError::InvalidBase64 {
+        field: field.to_string(),
+        message,
+    };
     let engine = engine_for(b64).map_err(invalid)?;
     let size = decoded_len(b64);
     if size > MAX_IMAGE_BYTES as u64 {
-        return Err(InputError::ImageTooLarge { field: field.to_string(), size: Some(size) });
+        return Err(InputError::ImageTooLarge {
+            field: field.to_string(),
+            size: Some(size),
+        });
     }
-    engine.decode(b64).map_err(|e| invalid(format!("invalid base64: {e}")))
+    engine
+        .decode(b64)
+        .map_err(|e| invalid(format!("invalid base64: {e}")))
 }
 
 /// Decoded bytes that must be a supported image.
@@ -94,7 +107,9 @@ fn plausible_s3_key(s: &str) -> bool {
 pub fn classify(field: &str, s: &str) -> Result<ImageInput, InputError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err(InputError::EmptyField { field: field.to_string() });
+        return Err(InputError::EmptyField {
+            field: field.to_string(),
+        });
     }
     if s.len() >= 5 && s[..5].eq_ignore_ascii_case("data:") {
         return data_uri(field, s);
@@ -128,14 +143,23 @@ pub fn classify(field: &str, s: &str) -> Result<ImageInput, InputError> {
 /// `data:[<media type>][;params];base64,<payload>`; the media type is not
 /// trusted: the payload's bytes decide.
 fn data_uri(field: &str, s: &str) -> Result<ImageInput, InputError> {
-    let invalid = |message: &str| InputError::InvalidBase64 { field: field.to_string(), message: message.to_string() };
-    let (header, payload) = s.split_once(',').ok_or_else(|| invalid("data URI without a comma"))?;
+    let invalid = |message: &str| InputError::InvalidBase64 {
+        field: field.to_string(),
+        message: message.to_string(),
+    };
+    let (header, payload) = s
+        .split_once(',')
+        .ok_or_else(|| invalid("data URI without a comma"))?;
     if !header.to_ascii_lowercase().ends_with(";base64") {
-        return Err(invalid("data URI must be base64-encoded (data:image/jpeg;base64,...)"));
+        return Err(invalid(
+            "data URI must be base64-encoded (data:image/jpeg;base64,...)",
+        ));
     }
     let b64 = compact(payload);
     if b64.is_empty() {
-        return Err(InputError::EmptyField { field: field.to_string() });
+        return Err(InputError::EmptyField {
+            field: field.to_string(),
+        });
     }
     if !b64.iter().all(|&c| is_b64_char(c)) {
         return Err(invalid("invalid base64 in data URI payload"));
@@ -147,8 +171,10 @@ fn data_uri(field: &str, s: &str) -> Result<ImageInput, InputError> {
 mod tests {
     use super::*;
 
-    const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xFF\xDB\xFE\xFF\xFB";
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02";
+    const JPEG: &[u8] =
+        b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xFF\xDB\xFE\xFF\xFB";
+    const PNG: &[u8] =
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02";
 
     fn bytes(r: Result<ImageInput, InputError>) -> Vec<u8> {
         match r.expect("classified") {
@@ -166,7 +192,10 @@ mod tests {
         let std_padded = STANDARD.encode(JPEG);
         assert!(std_padded.contains('+') || std_padded.contains('/') || std_padded.ends_with('='));
         assert_eq!(bytes(classify("source", &std_padded)), JPEG);
-        assert_eq!(bytes(classify("source", std_padded.trim_end_matches('='))), JPEG);
+        assert_eq!(
+            bytes(classify("source", std_padded.trim_end_matches('='))),
+            JPEG
+        );
         let url = URL_SAFE.encode(JPEG).replace('=', "");
         assert!(url.contains('-') || url.contains('_'), "{url}");
         assert_eq!(bytes(classify("source", &url)), JPEG);
@@ -188,23 +217,56 @@ mod tests {
     #[test]
     fn data_uris() {
         let b64 = STANDARD.encode(PNG);
-        assert_eq!(bytes(classify("source", &format!("data:image/png;base64,{b64}"))), PNG);
+        assert_eq!(
+            bytes(classify("source", &format!("data:image/png;base64,{b64}"))),
+            PNG
+        );
         // The declared media type is not trusted, the bytes decide.
-        assert_eq!(bytes(classify("source", &format!("DATA:image/gif;BASE64,{b64}"))), PNG);
-        assert_eq!(code(classify("source", "data:image/png,abc")), "invalid_base64");
-        assert_eq!(code(classify("source", "data:image/png;base64,")), "empty_field");
-        assert_eq!(code(classify("source", "data:image/png;base64,aGVsbG8gd29ybGQ=")), "unsupported_image_format");
-        assert_eq!(code(classify("source", "data:image/png;base64,!!!")), "invalid_base64");
+        assert_eq!(
+            bytes(classify("source", &format!("DATA:image/gif;BASE64,{b64}"))),
+            PNG
+        );
+        assert_eq!(
+            code(classify("source", "data:image/png,abc")),
+            "invalid_base64"
+        );
+        assert_eq!(
+            code(classify("source", "data:image/png;base64,")),
+            "empty_field"
+        );
+        assert_eq!(
+            code(classify("source", "data:image/png;base64,aGVsbG8gd29ybGQ=")),
+            "unsupported_image_format"
+        );
+        assert_eq!(
+            code(classify("source", "data:image/png;base64,!!!")),
+            "invalid_base64"
+        );
     }
 
     #[test]
     fn s3_keys() {
-        for key in ["orgs/acme/selfie.jpg", "s3://bucket/orgs/acme/a b.png", "selfie", "orgs/acme/../b/x.jpg"] {
-            assert_eq!(classify("target", key).unwrap(), ImageInput::S3(key.to_string()), "{key}");
+        for key in [
+            "orgs/acme/selfie.jpg",
+            "s3://bucket/orgs/acme/a b.png",
+            "selfie",
+            "orgs/acme/../b/x.jpg",
+        ] {
+            assert_eq!(
+                classify("target", key).unwrap(),
+                ImageInput::S3(key.to_string()),
+                "{key}"
+            );
         }
-        assert_eq!(classify("target", "  orgs/x.jpg \n").unwrap(), ImageInput::S3("orgs/x.jpg".into()));
+        assert_eq!(
+            classify("target", "  orgs/x.jpg \n").unwrap(),
+            ImageInput::S3("orgs/x.jpg".into())
+        );
         // Valid base64 of non-image bytes, short enough to be a key: an S3 key.
-        assert_eq!(classify("target", "aGVsbG8=").unwrap(), ImageInput::S3("aGVsbG8=".into()));
+        assert_eq!(
+            classify("target", "aGVsbG8=").unwrap(),
+            ImageInput::S3("aGVsbG8=".into())
+        );
     }
 
     #[test]
@@ -229,7 +291,10 @@ mod tests {
     fn unsupported_formats_and_empty() {
         let gif = STANDARD.encode(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00");
         let e = classify("target", &gif).unwrap_err();
-        assert_eq!((e.code(), e.to_string().contains("GIF")), ("unsupported_image_format", true));
+        assert_eq!(
+            (e.code(), e.to_string().contains("GIF")),
+            ("unsupported_image_format", true)
+        );
         let bmp = STANDARD.encode(b"BM\x46\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00\x28\x00");
         assert_eq!(code(classify("target", &bmp)), "unsupported_image_format");
         assert_eq!(code(classify("target", "   ")), "empty_field");
@@ -241,6 +306,10 @@ mod tests {
         big.push_str(&"A".repeat(MAX_IMAGE_BYTES / 3 * 4 + 8));
         let e = classify("target", &big).unwrap_err();
         assert_eq!(e.code(), "image_too_large");
-        assert!(e.to_string().starts_with("target: image is 15.0 MB") || e.to_string().contains("limit is 15 MB"), "{e}");
+        assert!(
+            e.to_string().starts_with("target: image is 15.0 MB")
+                || e.to_string().contains("limit is 15 MB"),
+            "{e}"
+        );
     }
 }

@@ -348,9 +348,15 @@ fn pg_base() -> String {
 }
 
 /// Runs `f` on its own thread and runtime: callers may be inside a test's runtime.
-fn block_on_thread<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+fn block_on_thread<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
     })
     .join()
     .expect("helper thread")
@@ -382,7 +388,9 @@ pub fn postgres_or_skip() -> bool {
             panic!("PostgreSQL at {admin_url} unreachable ({e}); set FACECOMPARE_TEST_PG_URL")
         }
         Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to fail");
+            eprintln!(
+                "SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to fail"
+            );
             false
         }
     }
@@ -399,9 +407,13 @@ fn create_pg_database(tag: &str) -> String {
         use sqlx::{Connection, Executor};
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} ({e}); start it or set FACECOMPARE_TEST_PG_URL"));
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin_url} ({e}); start it or set FACECOMPARE_TEST_PG_URL")
+            });
         drop_stale_databases(&mut conn).await;
-        conn.execute(format!("CREATE DATABASE \"{db}\"").as_str()).await.expect("CREATE DATABASE");
+        conn.execute(format!("CREATE DATABASE \"{db}\"").as_str())
+            .await
+            .expect("CREATE DATABASE");
     });
     format!("{base}{name}")
 }
