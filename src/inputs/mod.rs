@@ -24,6 +24,7 @@ pub const MAX_TEXT_BYTES: usize = MAX_IMAGE_BYTES / 3 * 4 * 78 / 76 + 4096;
 /// Largest accepted request body: two images in their string form plus slack
 /// for multipart headers and JSON punctuation.
 pub const MAX_BODY_BYTES: usize = 2 * MAX_TEXT_BYTES + 64 * 1024;
+const _: () = assert!(MAX_BODY_BYTES > 2 * MAX_IMAGE_BYTES * 4 / 3);
 
 /// One of the two compare inputs after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +260,6 @@ mod tests {
             (e.code(), e.status(), e.field()),
             ("s3_object_not_found", 403, Some("source"))
         );
-        assert!(MAX_BODY_BYTES > 2 * MAX_IMAGE_BYTES * 4 / 3);
     }
 
     #[test]

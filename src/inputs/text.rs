@@ -118,16 +118,17 @@ pub fn classify(field: &str, s: &str) -> Result<ImageInput, InputError> {
         return Ok(ImageInput::S3(s.to_string()));
     }
     let b64 = compact(s);
-    if b64.len() >= 4 && b64.iter().all(|&c| is_b64_char(c)) {
-        if let Some(format) = sniff_prefix(&b64) {
-            if !format.is_supported() {
-                return Err(InputError::UnsupportedImageFormat {
-                    field: field.to_string(),
-                    detected: Some(format.name()),
-                });
-            }
-            return image(field, decode(field, &b64)?);
+    if b64.len() >= 4
+        && b64.iter().all(|&c| is_b64_char(c))
+        && let Some(format) = sniff_prefix(&b64)
+    {
+        if !format.is_supported() {
+            return Err(InputError::UnsupportedImageFormat {
+                field: field.to_string(),
+                detected: Some(format.name()),
+            });
         }
+        return image(field, decode(field, &b64)?);
     }
     if plausible_s3_key(s) {
         return Ok(ImageInput::S3(s.to_string()));
