@@ -147,7 +147,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     sorted_i.sort_by(f64::total_cmp);
     let summary = serde_json::json!({
         "pack": pack.manifest.name,
-        "calibration": {"kind": cal.kind, "k": cal.k, "m": cal.m},
+        "calibration": {"kind": cal.kind, "points": cal.points},
         "pairs": {"genuine": genuine.len(), "impostor": impostor.len(),
                   "genuineNoFace": genuine_noface, "impostorNoFace": impostor_noface},
         "cosine": {
@@ -158,7 +158,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
                   "falseMatches": (report.fmr_at_80 * impostor.len() as f64).round()},
         "confidence": {"genuineP5": report.genuine_p5_confidence, "impostorP99": report.impostor_p99_confidence,
                         "genuineAbove95": report.genuine_above_95, "impostorBelow20": report.impostor_below_20},
-        "cosineAt80": report.cosine_at_80, "cosineAt20": report.cosine_at_20,
+        "cosineAt": {"20": report.cosine_at_20, "80": report.cosine_at_80, "95": report.cosine_at_95,
+                     "normalFit1e-4": report.cosine_at_normal_fmr_1e4},
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if args.write {

@@ -25,10 +25,15 @@ pub enum Format {
 pub enum DecodeError {
     #[error("unsupported image format{}; send JPEG, PNG or WebP", .0.map(|f| format!(" ({f})")).unwrap_or_default())]
     Unsupported(Option<&'static str>),
-    #[error("image is {width}×{height} pixels; the limit is {MAX_SIDE} per side and {} megapixels", MAX_PIXELS / 1_000_000)]
+    #[error("image is {}; the limit is {MAX_SIDE} pixels per side and {} megapixels", size_text(*.width, *.height), MAX_PIXELS / 1_000_000)]
     TooLarge { width: u64, height: u64 },
     #[error("image could not be decoded: {0}")]
     Corrupt(String),
+}
+
+/// `0×0` stands for "declared larger than the decoder accepts".
+fn size_text(width: u64, height: u64) -> String {
+    if width == 0 || height == 0 { "larger than the decoder accepts".into() } else { format!("{width}×{height} pixels") }
 }
 
 impl DecodeError {
@@ -188,14 +193,37 @@ mod tests {
         assert_eq!(err.code(), "image_decode_failed");
     }
 
-    #[test]
-    fn refuses_bomb_from_header_alone() {
-        // A valid PNG header declaring 100000×100000 pixels, and nothing else.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A valid PNG whose header declares `w`×`h` pixels, with 1×1 of data.
+    pub(crate) fn png_declaring(w: u32, h: u32) -> Vec<u8> {
         let mut bytes = png(1, 1);
-        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-        let err = decode(&bytes).err().unwrap();
-        assert_eq!(err.code(), "image_dimensions_too_large", "{err}");
+        bytes[16..20].copy_from_slice(&w.to_be_bytes());
+        bytes[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn refuses_bombs_from_header_alone() {
+        let t = std::time::Instant::now();
+        for (w, h) in [(100_000, 100_000), (19_000, 19_000), (30_000, 10)] {
+            let err = decode(&png_declaring(w, h)).err().unwrap();
+            assert_eq!(err.code(), "image_dimensions_too_large", "{w}x{h}: {err}");
+        }
+        assert!(t.elapsed().as_secs() < 5, "no pixel buffer was allocated");
+        // Within limits but truncated: a decode failure, not a size one.
+        assert_eq!(decode(&png_declaring(4000, 3000)).err().unwrap().code(), "image_decode_failed");
     }
 
     #[test]

@@ -1,24 +1,104 @@
-//! Pixel geometry: resizing (SIMD, via fast_image_resize), padded crops,
+//! Pixel geometry: resizing (area / bilinear, as OpenCV), padded crops,
 //! rotations, the similarity transform onto an embedder's template and the
 //! bilinear warp that produces the aligned face crop.
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
 use image::{Rgb, RgbImage};
 
-/// Area averaging when shrinking, bilinear when enlarging.
+/// Area averaging when shrinking, bilinear when enlarging (OpenCV's
+/// INTER_AREA / INTER_LINEAR choice, which the models were validated with).
 pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (width, height) = (width.max(1), height.max(1));
     if (width, height) == img.dimensions() {
         return img.clone();
     }
-    let shrink = width < img.width() && height < img.height();
-    let alg = if shrink { ResizeAlg::Convolution(FilterType::Box) } else { ResizeAlg::Convolution(FilterType::Bilinear) };
-    let src = fast_image_resize::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-        .expect("RgbImage buffers match their dimensions");
-    let mut dst = Image::new(width, height, PixelType::U8x3);
-    Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
-        .expect("same pixel type on both sides");
-    RgbImage::from_raw(width, height, dst.into_vec()).expect("resizer output matches its dimensions")
+    if width < img.width() && height < img.height() {
+        return area_resize(img, width, height);
+    }
+    bilinear_resize(img, width, height)
+}
+
+/// Bilinear interpolation with half-pixel centres and edge clamping, as
+/// OpenCV's INTER_LINEAR.
+pub fn bilinear_resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let taps = |src: u32, dst: u32| -> Vec<(usize, usize, f32)> {
+        let scale = src as f64 / dst as f64;
+        (0..dst)
+            .map(|i| {
+                let s = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(src as usize - 1);
+                let i1 = (i0 + 1).min(src as usize - 1);
+                (i0, i1, (s - i0 as f64).clamp(0.0, 1.0) as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (taps(img.width(), width), taps(img.height(), height));
+    let (sw, src) = (img.width() as usize, img.as_raw());
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            for c in 0..3 {
+                let p = |x: usize, y: usize| src[(y * sw + x) * 3 + c] as f32;
+                let top = p(x0, y0) + (p(x1, y0) - p(x0, y0)) * fx;
+                let bottom = p(x0, y1) + (p(x1, y1) - p(x0, y1)) * fx;
+                out.push((top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("sized above")
+}
+
+/// For each output index, the source pixels it covers and by how much.
+fn area_weights(src: u32, dst: u32) -> Vec<(usize, Vec<f32>)> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|i| {
+            let (lo, hi) = (i as f64 * scale, ((i + 1) as f64 * scale).min(src as f64));
+            let first = lo.floor() as usize;
+            let last = (hi.ceil() as usize).min(src as usize);
+            let w = (first..last)
+                .map(|j| (((j + 1) as f64).min(hi) - (j as f64).max(lo)) as f32 / scale as f32)
+                .collect();
+            (first, w)
+        })
+        .collect()
+}
+
+/// Exact area averaging (each output pixel is the mean of the source area it
+/// covers, fractional pixels weighted), separable: rows first, then columns.
+pub fn area_resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let (xw, yw) = (area_weights(img.width(), width), area_weights(img.height(), height));
+    let dw = width as usize;
+    let src = img.as_raw();
+    let mut rows = vec![0f32; dw * 3 * sh];
+    for y in 0..sh {
+        let line = &src[y * sw * 3..(y + 1) * sw * 3];
+        let out = &mut rows[y * dw * 3..(y + 1) * dw * 3];
+        for (x, (first, w)) in xw.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let p = &line[(first + k) * 3..(first + k) * 3 + 3];
+                acc[0] += p[0] as f32 * wk;
+                acc[1] += p[1] as f32 * wk;
+                acc[2] += p[2] as f32 * wk;
+            }
+            out[x * 3..x * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    let mut out = vec![0u8; dw * 3 * height as usize];
+    let mut acc = vec![0f32; dw * 3];
+    for (y, (first, w)) in yw.iter().enumerate() {
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for (k, &wk) in w.iter().enumerate() {
+            let row = &rows[(first + k) * dw * 3..(first + k + 1) * dw * 3];
+            for (a, &r) in acc.iter_mut().zip(row) {
+                *a += r * wk;
+            }
+        }
+        for (o, a) in out[y * dw * 3..(y + 1) * dw * 3].iter_mut().zip(&acc) {
+            *o = a.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("sized above")
 }
 
 /// The `w`×`h` window at (x0, y0), zero (black) where it leaves the image.
@@ -201,6 +281,19 @@ mod tests {
         assert_eq!(c.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(c.get_pixel(2, 0).0, [9, 9, 9]);
         assert_eq!(c.get_pixel(2, 2).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn area_resize_averages_covered_pixels() {
+        let img = RgbImage::from_fn(4, 2, |x, _| Rgb([(x * 40) as u8, 0, 0]));
+        let half = area_resize(&img, 2, 1);
+        assert_eq!(half.get_pixel(0, 0).0[0], 20);
+        assert_eq!(half.get_pixel(1, 0).0[0], 100);
+        // 3 → 2: output 0 covers pixel 0 fully and half of pixel 1.
+        let img = RgbImage::from_fn(3, 1, |x, _| Rgb([[0u8, 90, 180][x as usize], 0, 0]));
+        let two = area_resize(&img, 2, 1);
+        assert_eq!(two.get_pixel(0, 0).0[0], 30);
+        assert_eq!(two.get_pixel(1, 0).0[0], 150);
     }
 
     #[test]
