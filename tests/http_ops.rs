@@ -230,3 +230,76 @@ async fn readyz_fails_when_the_database_is_gone() {
     // Liveness is not readiness.
     assert_eq!(s.get("/healthz").await.status, 200);
 }
+
+/// A burst beyond the inference queue is refused with a retryable 503, not
+/// queued without bound, and the refused requests cost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_503_retryable_and_uncharged() {
+    let s = spawn_server(
+        ServerOptions::new(&common::fresh_database(Backend::Sqlite, "overload"))
+            .env("FACECOMPARE_WORKERS", "1")
+            // Room for one compare's two images.
+            .env("FACECOMPARE_QUEUE_CAPACITY", "2"),
+    );
+    let org = s.org(20).await;
+    let big = common::images::scaled_jpeg(&common::images::decode(&fixture("obama2.jpg")), 2.6);
+    let (a, b) = (file(&fixture("obama.jpg")), file(&big));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (srv, key, a, b) = (s.server.clone(), org.key.clone(), a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            srv.compare_multipart(&key, &a, &b).await
+        }));
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 200 {
+            r.assert_compare_ok();
+            ok += 1;
+        } else {
+            r.assert_error(503, "overloaded", None);
+            assert_eq!(r.header("retry-after"), Some("1"));
+            overloaded += 1;
+        }
+    }
+    assert!(overloaded >= 1, "{ok} ok, {overloaded} overloaded");
+    assert_eq!(s.balance(&org).await, 20 - ok);
+    assert_eq!(s.ledger_sum(&org).await, 20 - ok);
+    // Once the burst is over, the server answers again.
+    s.compare_multipart(&org.key, &a, &b)
+        .await
+        .assert_compare_ok();
+    assert_eq!(s.balance(&org).await, 20 - ok - 1);
+}
+
+/// A request that takes longer than FACECOMPARE_REQUEST_TIMEOUT_S (here: a
+/// stalled upload) gets a retryable 503 and costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upload_times_out() {
+    let s = spawn_server(
+        ServerOptions::new(&common::fresh_database(Backend::Sqlite, "timeout"))
+            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1"),
+    );
+    let org = s.org(5).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/face/compare HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"source\": \"",
+        org.key
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.contains("\"error\":\"request_timeout\""),
+        "{response}"
+    );
+    assert_eq!(s.balance(&org).await, 5);
+}
