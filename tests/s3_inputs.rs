@@ -21,7 +21,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -58,13 +61,22 @@ fn s3s_fs_bin() -> Option<PathBuf> {
 }
 
 /// A TCP proxy in front of the S3 store: the server's endpoint stays put while
-/// the store behind it is stopped and restarted, and what the server sends to
-/// the store (request lines and headers: S3 reads have no bodies) is recorded.
+/// the store behind it is stopped and restarted, what the server sends to the
+/// store (request lines and headers: S3 reads have no bodies) is recorded,
+/// and it can hold requests back to play a store that accepts but never answers.
 struct Proxy {
     addr: SocketAddr,
     upstream: Arc<Mutex<SocketAddr>>,
     to_store: Arc<Mutex<Vec<u8>>>,
+    stalled: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The server-to-store direction: recorded, and held while `stalled`.
+#[derive(Clone)]
+struct Tap {
+    log: Arc<Mutex<Vec<u8>>>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -73,11 +85,16 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let upstream = Arc::new(Mutex::new(upstream));
         let to_store = Arc::new(Mutex::new(Vec::new()));
-        let (up, record) = (upstream.clone(), to_store.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let up = upstream.clone();
+        let tap = Tap {
+            log: to_store.clone(),
+            stalled: stalled.clone(),
+        };
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let target = *up.lock().unwrap();
-                let record = record.clone();
+                let tap = tap.clone();
                 tokio::spawn(async move {
                     // Store down: dropping `inbound` closes the connection at once.
                     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -85,7 +102,7 @@ impl Proxy {
                     };
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
-                    tokio::join!(pipe(ri, wo, Some(record)), pipe(ro, wi, None));
+                    tokio::join!(pipe(ri, wo, Some(tap)), pipe(ro, wi, None));
                 });
             }
         });
@@ -93,6 +110,7 @@ impl Proxy {
             addr,
             upstream,
             to_store,
+            stalled,
             task,
         }
     }
@@ -107,12 +125,15 @@ impl Drop for Proxy {
 async fn pipe(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
-    record: Option<Arc<Mutex<Vec<u8>>>>,
+    tap: Option<Tap>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf).await {
-        if let Some(r) = &record {
-            r.lock().unwrap().extend_from_slice(&buf[..n]);
+        if let Some(tap) = &tap {
+            while tap.stalled.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tap.log.lock().unwrap().extend_from_slice(&buf[..n]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
@@ -506,8 +527,9 @@ async fn objects_over_the_limit_are_refused_before_download() {
     assert_eq!(stack.balance(&org).await, before);
 }
 
-/// A stopped store is a quick 503 `s3_unavailable` (retryable, free), and the
-/// next request after it is back succeeds.
+/// A stopped store is a quick 503 `s3_unavailable` (retryable, free), the
+/// next request after it is back succeeds, and a store that stops answering is
+/// a 503 after the configured timeouts, never a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_is_a_quick_503_and_recovers() {
     let Some(mut stack) = Stack::start().await else {
@@ -529,6 +551,7 @@ async fn store_outage_is_a_quick_503_and_recovers() {
     let took = started.elapsed();
     r.assert_error(503, "s3_unavailable", Some("source"));
     // Not a benchmark: a hang would run into the client's timeout instead.
+    eprintln!("stopped store: 503 after {took:?}");
     assert!(took < Duration::from_secs(15), "503 took {took:?}");
     assert_eq!(
         stack.balance(&org).await,
@@ -541,4 +564,25 @@ async fn store_outage_is_a_quick_503_and_recovers() {
     *local.proxy.upstream.lock().unwrap() = local.store.addr;
     stack.compare(&org, &key, &key).await.assert_compare_ok();
     assert_eq!(stack.balance(&org).await, before - 1);
+
+    // A store that takes the connection but never answers: the read timeout
+    // (3 s in this stack, two attempts) ends it, not the client's patience.
+    let stalled = stack.local.as_ref().unwrap().proxy.stalled.clone();
+    stalled.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let r = stack.compare(&org, &key, &key).await;
+    let took = started.elapsed();
+    stalled.store(false, Ordering::Relaxed);
+    r.assert_error(503, "s3_unavailable", Some("source"));
+    eprintln!("silent store: 503 after {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "a silent store held the request for {took:?}"
+    );
+    assert_eq!(
+        stack.balance(&org).await,
+        before - 1,
+        "a 503 must not cost a token"
+    );
+    stack.compare(&org, &key, &key).await.assert_compare_ok();
 }
