@@ -72,7 +72,7 @@ pub struct Config {
     pub workers: usize,
     /// Intra-op threads per ONNX Runtime session.
     pub intra_threads: usize,
-    /// Compare requests that may wait for a worker before 503.
+    /// Images that may wait for a worker before 503 (a compare queues two).
     pub queue_capacity: usize,
     /// Starting balance of the `default` org that the embedded default creates.
     pub default_org_tokens: i64,
@@ -99,7 +99,10 @@ where
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
-        let listen = parse_var("FACECOMPARE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+        let listen = parse_var(
+            "FACECOMPARE_LISTEN",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
         let (database_url, embedded_default) = match var("FACECOMPARE_DATABASE_URL") {
             Some(url) => (url, false),
             None => ("sqlite://data/facecompare.db?mode=rwc".to_string(), true),
@@ -114,7 +117,10 @@ impl Config {
         }
         let rate_limit = match var("FACECOMPARE_RATE_LIMIT") {
             Some(v) => RateLimit::parse(&v).context("FACECOMPARE_RATE_LIMIT")?,
-            None => RateLimit { per_window: 60, window: Duration::from_secs(60) },
+            None => RateLimit {
+                per_window: 60,
+                window: Duration::from_secs(60),
+            },
         };
         let s3 = var("FACECOMPARE_S3_BUCKET").map(|bucket| S3Config {
             bucket,
@@ -126,7 +132,9 @@ impl Config {
                 parse_var("FACECOMPARE_S3_READ_TIMEOUT_MS", 10000).unwrap_or(10000),
             ),
         });
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let workers: usize = parse_var("FACECOMPARE_WORKERS", cores)?;
         Ok(Self {
             listen,
@@ -136,13 +144,18 @@ impl Config {
             token_cost,
             rate_limit,
             s3,
-            models_dir: PathBuf::from(var("FACECOMPARE_MODELS_DIR").unwrap_or_else(|| "models".into())),
+            models_dir: PathBuf::from(
+                var("FACECOMPARE_MODELS_DIR").unwrap_or_else(|| "models".into()),
+            ),
             pack: var("FACECOMPARE_PACK").unwrap_or_else(|| "mobilefacenet".into()),
             workers: workers.max(1),
             intra_threads: parse_var("FACECOMPARE_INTRA_THREADS", 1usize)?.max(1),
             queue_capacity: parse_var("FACECOMPARE_QUEUE_CAPACITY", 64usize)?.max(1),
             default_org_tokens: parse_var("FACECOMPARE_DEFAULT_ORG_TOKENS", 1000i64)?,
-            request_timeout: Duration::from_secs(parse_var("FACECOMPARE_REQUEST_TIMEOUT_S", 30u64)?),
+            request_timeout: Duration::from_secs(parse_var(
+                "FACECOMPARE_REQUEST_TIMEOUT_S",
+                30u64,
+            )?),
             log_json: matches!(var("FACECOMPARE_LOG_FORMAT").as_deref(), Some("json")),
         })
     }
@@ -154,7 +167,10 @@ mod tests {
 
     #[test]
     fn parses_rate_limits() {
-        assert_eq!(RateLimit::parse("10/s").unwrap().window, Duration::from_secs(1));
+        assert_eq!(
+            RateLimit::parse("10/s").unwrap().window,
+            Duration::from_secs(1)
+        );
         let r = RateLimit::parse(" 120 / min ").unwrap();
         assert_eq!((r.per_window, r.window.as_secs()), (120, 60));
         assert_eq!(RateLimit::parse("5/h").unwrap().to_text(), "5/h");

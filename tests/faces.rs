@@ -18,7 +18,12 @@ fn root() -> PathBuf {
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = root().join("tests/fixtures/fetched").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-fixtures.sh first", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/fetch-fixtures.sh first",
+            path.display()
+        )
+    })
 }
 
 fn setup() {
@@ -26,7 +31,12 @@ fn setup() {
     ONCE.get_or_init(|| {
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
             // SAFETY: runs once, before any test thread reads the environment.
-            unsafe { std::env::set_var("ORT_DYLIB_PATH", root().join(".ort/libonnxruntime.so.1.32.0")) };
+            unsafe {
+                std::env::set_var(
+                    "ORT_DYLIB_PATH",
+                    root().join(".ort/libonnxruntime.so.1.32.0"),
+                )
+            };
         }
     });
 }
@@ -90,7 +100,10 @@ fn analyze(m: &mut Models, bytes: &[u8]) -> Analysis {
 }
 
 fn best(a: &Analysis, b: &Analysis) -> f32 {
-    b.embeddings.iter().map(|e| cosine(&a.embeddings[0], e)).fold(-1.0, f32::max)
+    b.embeddings
+        .iter()
+        .map(|e| cosine(&a.embeddings[0], e))
+        .fold(-1.0, f32::max)
 }
 
 /// A synthetic ID card: a light canvas with the face photo pasted at
@@ -111,8 +124,10 @@ fn id_card(photo: &RgbImage, share: f32) -> RgbImage {
 
 #[test]
 fn rust_pipeline_matches_python_reference() {
-    let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/reference_embeddings.json")).unwrap()).unwrap();
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/reference_embeddings.json")).unwrap(),
+    )
+    .unwrap();
     let mut failures: Vec<String> = Vec::new();
     for pack in ["mobilefacenet", "dlib"] {
         let mut m = models(pack);
@@ -123,26 +138,82 @@ fn rust_pipeline_matches_python_reference() {
             if file == "chelsea.png" {
                 continue; // a cat: BlazeFace's false positive on it is not a face to hold parity on
             }
-            let a = m.analyze(&fixture(file), 1).unwrap();
-            assert!(!a.embeddings.is_empty(), "{pack}/{file}: Rust finds no face, Python did");
-            let want_emb: Vec<f32> = want["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            // Full resolution, as the reference decodes; reduced-scale decoding is checked below.
+            let a = m.analyze_at(&fixture(file), 1, 0).unwrap();
+            assert!(
+                !a.embeddings.is_empty(),
+                "{pack}/{file}: Rust finds no face, Python did"
+            );
+            let want_emb: Vec<f32> = want["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let c = cosine(&a.embeddings[0], &want_emb);
-            let want_box: Vec<f32> = want["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let want_box: Vec<f32> = want["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let side = want_box[2] - want_box[0];
-            let box_ok = a.faces[0].bbox.iter().zip(&want_box).all(|(got, want)| (got - want).abs() < 0.05 * side);
-            eprintln!("{pack}/{file}: cosine {c:.5}, box {:?} vs {want_box:?}", a.faces[0].bbox);
+            let box_ok = a.faces[0]
+                .bbox
+                .iter()
+                .zip(&want_box)
+                .all(|(got, want)| (got - want).abs() < 0.05 * side);
+            eprintln!(
+                "{pack}/{file}: cosine {c:.5}, box {:?} vs {want_box:?}",
+                a.faces[0].bbox
+            );
             // A 112-px input (an existing face crop) is upscaled twice before
             // detection; its keypoints move by a few tenths of a pixel with
             // rounding, so it gets a looser bound.
-            let min_cos = if file.starts_with("Tom_Hanks") { 0.99 } else { 0.995 };
+            let min_cos = if file.starts_with("Tom_Hanks") {
+                0.99
+            } else {
+                0.995
+            };
             if c < min_cos || !box_ok {
-                failures.push(format!("{pack}/{file}: cosine {c:.5} (needs {min_cos}), box {:?} vs {want_box:?}", a.faces[0].bbox));
+                failures.push(format!(
+                    "{pack}/{file}: cosine {c:.5} (needs {min_cos}), box {:?} vs {want_box:?}",
+                    a.faces[0].bbox
+                ));
             }
             worst = worst.min(c);
         }
         eprintln!("{pack}: worst cosine to the Python reference {worst:.5}");
     }
-    assert!(failures.is_empty(), "differs from the Python reference (cosine < 0.995 or box off by > 5%):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "differs from the Python reference (cosine < 0.995 or box off by > 5%):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn reduced_scale_jpeg_decode_keeps_the_embedding() {
+    let mut m = models("mobilefacenet");
+    for file in ["biden.jpg", "obama3.jpg"] {
+        let full = m.analyze_at(&fixture(file), 1, 0).unwrap();
+        let fast = m.analyze(&fixture(file), 1).unwrap();
+        assert!(
+            fast.scale_denominator > 1,
+            "{file} is large enough to decode at reduced scale"
+        );
+        let (a, b) = (&full.faces[0].bbox, &fast.faces[0].bbox);
+        let k = fast.scale_denominator as f32;
+        assert!(
+            (0..4).all(|i| (a[i] - b[i] * k).abs() < 0.03 * (a[2] - a[0])),
+            "{file}: {a:?} vs {b:?}×{k}"
+        );
+        let c = cosine(&full.embeddings[0], &fast.embeddings[0]);
+        assert!(
+            c > 0.98,
+            "{file}: reduced-scale decode moved the embedding: cosine {c}"
+        );
+    }
 }
 
 #[test]
@@ -171,14 +242,29 @@ async fn engine_reports_each_no_face_outcome() {
     let face = Bytes::from(fixture("obama.jpg"));
     let none = Bytes::from(fixture("rocket.jpg"));
     let c = e.compare(face.clone(), none.clone()).await.unwrap();
-    assert_eq!((c.source_face_detected, c.target_face_detected, c.confidence), (true, false, 0.0));
+    assert_eq!(
+        (c.source_face_detected, c.target_face_detected, c.confidence),
+        (true, false, 0.0)
+    );
     let c = e.compare(none.clone(), face.clone()).await.unwrap();
-    assert_eq!((c.source_face_detected, c.target_face_detected, c.confidence), (false, true, 0.0));
-    let grey = Bytes::from(encode(&RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])), ImageFormat::Png));
+    assert_eq!(
+        (c.source_face_detected, c.target_face_detected, c.confidence),
+        (false, true, 0.0)
+    );
+    let grey = Bytes::from(encode(
+        &RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])),
+        ImageFormat::Png,
+    ));
     let c = e.compare(grey.clone(), none).await.unwrap();
-    assert_eq!((c.source_face_detected, c.target_face_detected, c.confidence), (false, false, 0.0));
+    assert_eq!(
+        (c.source_face_detected, c.target_face_detected, c.confidence),
+        (false, false, 0.0)
+    );
     let c = e.compare(face.clone(), face).await.unwrap();
-    assert!(c.source_face_detected && c.target_face_detected && c.confidence > 99.0, "{c:?}");
+    assert!(
+        c.source_face_detected && c.target_face_detected && c.confidence > 99.0,
+        "{c:?}"
+    );
 }
 
 #[tokio::test]
@@ -193,7 +279,10 @@ async fn engine_names_the_side_of_a_bad_image() {
         }
         other => panic!("expected a bad target image, got {other:?}"),
     }
-    match e.compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good).await {
+    match e
+        .compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good)
+        .await
+    {
         Err(facecompare::faces::FacesError::BadImage { side, code, .. }) => {
             assert_eq!((side, code), (Side::Source, "unsupported_image_format"));
         }
@@ -209,8 +298,15 @@ fn exif_rotated_selfie_is_turned_upright_first() {
     for orientation in [6u16, 8, 3] {
         let bytes = jpeg_with_orientation(&upright, orientation);
         let a = analyze(&mut m, &bytes);
-        assert_eq!(a.size, upright.dimensions(), "orientation {orientation} applied");
-        assert_eq!(a.rotation, 0, "orientation {orientation}: found upright, no rotation retry needed");
+        assert_eq!(
+            a.size,
+            upright.dimensions(),
+            "orientation {orientation} applied"
+        );
+        assert_eq!(
+            a.rotation, 0,
+            "orientation {orientation}: found upright, no rotation retry needed"
+        );
         assert!(best(&reference, &a) > 0.6, "orientation {orientation}");
     }
 }
@@ -220,23 +316,41 @@ fn rgba_png_matches_its_jpeg() {
     let mut m = models("mobilefacenet");
     let png = analyze(&mut m, &fixture("32bit.png"));
     let jpg = analyze(&mut m, &fixture("obama2.jpg"));
-    assert!(best(&png, &jpg) > 0.95, "RGBA PNG of the same photo: {}", best(&png, &jpg));
+    assert!(
+        best(&png, &jpg) > 0.95,
+        "RGBA PNG of the same photo: {}",
+        best(&png, &jpg)
+    );
 }
 
 #[test]
 fn several_faces_in_target_best_one_wins() {
     let mut m = models("mobilefacenet");
     let group = analyze(&mut m, &fixture("t1.jpg"));
-    assert!(group.faces.len() >= 4, "t1.jpg shows several people, found {}", group.faces.len());
+    assert!(
+        group.faces.len() >= 4,
+        "t1.jpg shows several people, found {}",
+        group.faces.len()
+    );
     // Each face, cut out on its own, is found again among the group's faces.
     let img = decode(&fixture("t1.jpg"));
     let f = &group.faces[group.faces.len() - 1];
     let pad = f.width() as i64;
-    let (x0, y0) = ((f.bbox[0] as i64 - pad).max(0) as u32, (f.bbox[1] as i64 - pad).max(0) as u32);
-    let (w, h) = ((3 * pad as u32).min(img.width() - x0), (3 * pad as u32).min(img.height() - y0));
+    let (x0, y0) = (
+        (f.bbox[0] as i64 - pad).max(0) as u32,
+        (f.bbox[1] as i64 - pad).max(0) as u32,
+    );
+    let (w, h) = (
+        (3 * pad as u32).min(img.width() - x0),
+        (3 * pad as u32).min(img.height() - y0),
+    );
     let single = imageops::crop_imm(&img, x0, y0, w, h).to_image();
     let source = analyze(&mut m, &encode(&single, ImageFormat::Png));
-    assert!(best(&source, &group) > 0.8, "the cut-out face is among the group: {}", best(&source, &group));
+    assert!(
+        best(&source, &group) > 0.8,
+        "the cut-out face is among the group: {}",
+        best(&source, &group)
+    );
 }
 
 #[test]
@@ -247,17 +361,33 @@ fn id_card_photo_matches_and_survives_a_sideways_scan() {
     let selfie = analyze(&mut m, &fixture("obama2.jpg"));
     let card = id_card(&decode(&fixture("obama.jpg")), 0.15);
     let scanned = analyze(&mut m, &encode(&card, ImageFormat::Jpeg));
-    assert!(!scanned.faces.is_empty(), "face at 15% of the card width is found");
+    assert!(
+        !scanned.faces.is_empty(),
+        "face at 15% of the card width is found"
+    );
     let conf = cal.confidence(best(&selfie, &scanned));
     assert!(conf >= 80.0, "ID card photo vs selfie: {conf}");
-    let other = analyze(&mut m, &encode(&id_card(&decode(&fixture("biden.jpg")), 0.15), ImageFormat::Jpeg));
+    let other = analyze(
+        &mut m,
+        &encode(
+            &id_card(&decode(&fixture("biden.jpg")), 0.15),
+            ImageFormat::Jpeg,
+        ),
+    );
     assert!(cal.confidence(best(&selfie, &other)) < 80.0);
     // Scanned sideways or upside down, with no EXIF to say so.
     let mut retried = 0;
-    for (turn, name) in [(imageops::rotate90 as fn(&RgbImage) -> RgbImage, "90"), (imageops::rotate180, "180"), (imageops::rotate270, "270")] {
+    for (turn, name) in [
+        (imageops::rotate90 as fn(&RgbImage) -> RgbImage, "90"),
+        (imageops::rotate180, "180"),
+        (imageops::rotate270, "270"),
+    ] {
         let turned = analyze(&mut m, &encode(&turn(&card), ImageFormat::Jpeg));
         let conf = cal.confidence(best(&selfie, &turned));
-        eprintln!("card turned {name}: found after turning it {} degrees back, confidence {conf}", turned.rotation);
+        eprintln!(
+            "card turned {name}: found after turning it {} degrees back, confidence {conf}",
+            turned.rotation
+        );
         assert!(conf >= 80.0, "ID card turned {name} vs selfie: {conf}");
         retried += (turned.rotation != 0) as usize;
     }

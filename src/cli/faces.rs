@@ -18,11 +18,10 @@ use super::{BenchArgs, CalibrateArgs, CompareArgs};
 use crate::{
     config::Config,
     faces::{
-        StageTimings,
-        calibration,
+        StageTimings, calibration,
         pack::Pack,
+        pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models},
         score,
-        pipeline::{AnalyzeError, Analysis, MAX_TARGET_FACES, Models},
     },
 };
 
@@ -50,13 +49,25 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let mut models = Models::new(&pack, config.intra_threads)?;
     let source = analyze_file(&mut models, &args.a, 1)?;
     let target = analyze_file(&mut models, &args.b, MAX_TARGET_FACES)?;
-    let comparison = score(&pack.manifest.calibration, &source, &target, StageTimings::default());
-    println!("{}", serde_json::to_string(&comparison.response(threshold))?);
+    let comparison = score(
+        &pack.manifest.calibration,
+        &source,
+        &target,
+        StageTimings::default(),
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&comparison.response(threshold))?
+    );
     Ok(())
 }
 
 /// Runs `f` over `items` on `workers` threads, each with its own models.
-fn parallel_analyze(pack: &Pack, paths: &[PathBuf], workers: usize) -> anyhow::Result<HashMap<PathBuf, Result<Analysis, String>>> {
+fn parallel_analyze(
+    pack: &Pack,
+    paths: &[PathBuf],
+    workers: usize,
+) -> anyhow::Result<HashMap<PathBuf, Result<Analysis, String>>> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(HashMap::new());
     let done = AtomicUsize::new(0);
@@ -69,7 +80,8 @@ fn parallel_analyze(pack: &Pack, paths: &[PathBuf], workers: usize) -> anyhow::R
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { return };
-                    let r = analyze_file(&mut models, path, MAX_TARGET_FACES).map_err(|e| format!("{e:#}"));
+                    let r = analyze_file(&mut models, path, MAX_TARGET_FACES)
+                        .map_err(|e| format!("{e:#}"));
                     out.lock().unwrap().insert(path.clone(), r);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n % 25 == 0 || n == paths.len() {
@@ -79,7 +91,8 @@ fn parallel_analyze(pack: &Pack, paths: &[PathBuf], workers: usize) -> anyhow::R
             }));
         }
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("an analysis thread panicked"))?;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an analysis thread panicked"))?;
         }
         Ok(())
     })?;
@@ -93,33 +106,69 @@ struct Pair {
 }
 
 fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines.next().context("empty CSV")?.split(',').map(|h| h.trim().to_lowercase()).collect();
+    let header: Vec<String> = lines
+        .next()
+        .context("empty CSV")?
+        .split(',')
+        .map(|h| h.trim().to_lowercase())
+        .collect();
     let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
-    let (Some(ia), Some(ib), Some(is)) = (col(&["a", "file_x"]), col(&["b", "file_y"]), col(&["same", "decision"])) else {
-        bail!("{}: expected columns a,b,same (or file_x,file_y,Decision)", csv.display());
+    let (Some(ia), Some(ib), Some(is)) = (
+        col(&["a", "file_x"]),
+        col(&["b", "file_y"]),
+        col(&["same", "decision"]),
+    ) else {
+        bail!(
+            "{}: expected columns a,b,same (or file_x,file_y,Decision)",
+            csv.display()
+        );
     };
     let mut pairs = Vec::new();
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let get = |i: usize| f.get(i).copied().with_context(|| format!("{} line {}: too few columns", csv.display(), n + 2));
+        let get = |i: usize| {
+            f.get(i)
+                .copied()
+                .with_context(|| format!("{} line {}: too few columns", csv.display(), n + 2))
+        };
         let same = match get(is)?.to_lowercase().as_str() {
             "1" | "yes" | "true" => true,
             "0" | "no" | "false" => false,
             other => bail!("{} line {}: same = {other:?}", csv.display(), n + 2),
         };
-        pairs.push(Pair { a: root.join(get(ia)?), b: root.join(get(ib)?), same });
+        pairs.push(Pair {
+            a: root.join(get(ia)?),
+            b: root.join(get(ib)?),
+            same,
+        });
     }
     Ok(pairs)
 }
 
 pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     let (config, pack) = load_pack(&args.pack)?;
-    let root = args.root.clone().unwrap_or_else(|| args.pairs.parent().map(Path::to_path_buf).unwrap_or_default());
+    let root = args.root.clone().unwrap_or_else(|| {
+        args.pairs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    });
     let pairs = read_pairs(&args.pairs, &root)?;
-    let images: Vec<PathBuf> = pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect::<BTreeSet<_>>().into_iter().collect();
-    eprintln!("pack {}: {} pairs over {} images", pack.manifest.name, pairs.len(), images.len());
+    let images: Vec<PathBuf> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    eprintln!(
+        "pack {}: {} pairs over {} images",
+        pack.manifest.name,
+        pairs.len(),
+        images.len()
+    );
     let analyses = parallel_analyze(&pack, &images, config.workers)?;
     for (path, r) in &analyses {
         if let Err(e) = r {
@@ -130,7 +179,12 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
     let (mut genuine_noface, mut impostor_noface) = (0usize, 0usize);
     for p in &pairs {
-        let c = score(&pack.manifest.calibration, get(&p.a), get(&p.b), StageTimings::default());
+        let c = score(
+            &pack.manifest.calibration,
+            get(&p.a),
+            get(&p.b),
+            StageTimings::default(),
+        );
         match (c.cosine, p.same) {
             (Some(x), true) => genuine.push(x as f64),
             (Some(x), false) => impostor.push(x as f64),
@@ -139,8 +193,14 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         }
     }
     let (mut cal, report) = calibration::fit(&genuine, &impostor)?;
-    cal.extra.insert("fitted_on".into(), serde_json::json!(args.pairs.display().to_string()));
-    let with_noface = |fnmr: f64| (fnmr * genuine.len() as f64 + genuine_noface as f64) / (genuine.len() + genuine_noface) as f64;
+    cal.extra.insert(
+        "fitted_on".into(),
+        serde_json::json!(args.pairs.display().to_string()),
+    );
+    let with_noface = |fnmr: f64| {
+        (fnmr * genuine.len() as f64 + genuine_noface as f64)
+            / (genuine.len() + genuine_noface) as f64
+    };
     let mut sorted_g = genuine.clone();
     sorted_g.sort_by(f64::total_cmp);
     let mut sorted_i = impostor.clone();
@@ -170,12 +230,18 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
 }
 
 fn reencode(path: &Path, megapixels: f64) -> anyhow::Result<Vec<u8>> {
-    let img = image::open(path).with_context(|| format!("cannot open {}", path.display()))?.to_rgb8();
+    let img = image::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .to_rgb8();
     let scale = (megapixels * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
-    let (w, h) = ((img.width() as f64 * scale).round() as u32, (img.height() as f64 * scale).round() as u32);
+    let (w, h) = (
+        (img.width() as f64 * scale).round() as u32,
+        (img.height() as f64 * scale).round() as u32,
+    );
     let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 90).encode_image(&resized)?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 90)
+        .encode_image(&resized)?;
     Ok(out)
 }
 
@@ -200,19 +266,28 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "pack {} — one worker, {} intra-op thread(s), median of {} runs (ms)",
         pack.manifest.name, config.intra_threads, args.iterations
     );
-    println!("{:<48} {:>11} {:>6} {:>8} {:>8} {:>8} {:>8}", "image", "pixels", "faces", "decode", "detect", "embed", "total");
+    println!(
+        "{:<48} {:>11} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "image", "pixels", "faces", "decode", "detect", "embed", "total"
+    );
     for (name, bytes) in &inputs {
-        let first = models.analyze(bytes, MAX_TARGET_FACES).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let first = models
+            .analyze(bytes, MAX_TARGET_FACES)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         let (mut d, mut t, mut e, mut all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.iterations.max(1) {
             let t0 = Instant::now();
-            let a = models.analyze(bytes, MAX_TARGET_FACES).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let a = models
+                .analyze(bytes, MAX_TARGET_FACES)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             all.push(t0.elapsed());
             d.push(a.decode);
             t.push(a.detect);
             e.push(a.embed);
         }
-        let dims = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?.into_dimensions()?;
+        let dims = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()?
+            .into_dimensions()?;
         println!(
             "{:<48} {:>11} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
             name,

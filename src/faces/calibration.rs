@@ -26,17 +26,32 @@ fn logit(p: f64) -> f64 {
 
 impl Calibration {
     pub fn new(points: Vec<[f64; 2]>) -> Self {
-        Self { kind: "logit-linear".into(), points, extra: Default::default() }
+        Self {
+            kind: "logit-linear".into(),
+            points,
+            extra: Default::default(),
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        ensure!(self.kind == "logit-linear", "unknown calibration kind {:?} (expected \"logit-linear\")", self.kind);
+        ensure!(
+            self.kind == "logit-linear",
+            "unknown calibration kind {:?} (expected \"logit-linear\")",
+            self.kind
+        );
         ensure!(self.points.len() >= 2, "need at least two anchors");
         for w in self.points.windows(2) {
-            ensure!(w[0][0] < w[1][0] && w[0][1] < w[1][1], "anchors must increase in cosine and confidence: {:?}", self.points);
+            ensure!(
+                w[0][0] < w[1][0] && w[0][1] < w[1][1],
+                "anchors must increase in cosine and confidence: {:?}",
+                self.points
+            );
         }
         for p in &self.points {
-            ensure!(p[0].is_finite() && p[1] > 0.0 && p[1] < 100.0, "anchor {p:?}: confidence must lie strictly between 0 and 100");
+            ensure!(
+                p[0].is_finite() && p[1] > 0.0 && p[1] < 100.0,
+                "anchor {p:?}: confidence must lie strictly between 0 and 100"
+            );
         }
         Ok(())
     }
@@ -45,7 +60,10 @@ impl Calibration {
     pub fn confidence(&self, cosine: f32) -> f64 {
         let c = cosine as f64;
         let pts = &self.points;
-        let i = pts.windows(2).position(|w| c < w[1][0]).unwrap_or(pts.len() - 2);
+        let i = pts
+            .windows(2)
+            .position(|w| c < w[1][0])
+            .unwrap_or(pts.len() - 2);
         let (a, b) = (pts[i], pts[i + 1]);
         let z = logit(a[1]) + (c - a[0]) * (logit(b[1]) - logit(a[1])) / (b[0] - a[0]);
         round2(100.0 / (1.0 + (-z.clamp(-700.0, 700.0)).exp()))
@@ -96,7 +114,10 @@ pub const MARGIN_80_SD: f64 = 0.15;
 /// - 20 at the impostors' 95th percentile: different people mostly below 20;
 /// - 95 at the genuine pairs' 30th percentile: the same person mostly above 95.
 pub fn fit(genuine: &[f64], impostor: &[f64]) -> anyhow::Result<(Calibration, FitReport)> {
-    ensure!(genuine.len() >= 5 && impostor.len() >= 20, "need at least 5 same-person and 20 different-person pairs");
+    ensure!(
+        genuine.len() >= 5 && impostor.len() >= 20,
+        "need at least 5 same-person and 20 different-person pairs"
+    );
     let sorted = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
@@ -105,7 +126,9 @@ pub fn fit(genuine: &[f64], impostor: &[f64]) -> anyhow::Result<(Calibration, Fi
     let (gen_, imp) = (sorted(genuine), sorted(impostor));
     let n = imp.len() as f64;
     let mean = imp.iter().sum::<f64>() / n;
-    let sd = (imp.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt().max(1e-4);
+    let sd = (imp.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0))
+        .sqrt()
+        .max(1e-4);
     let c80 = imp[imp.len() - 1] + MARGIN_80_SD * sd;
     let c20 = quantile(&imp, 0.95).min(c80 - 0.5 * sd);
     let c95 = quantile(&gen_, 0.30).max(c80 + 0.5 * sd);
@@ -113,7 +136,9 @@ pub fn fit(genuine: &[f64], impostor: &[f64]) -> anyhow::Result<(Calibration, Fi
     let conf = |c: &f64| cal.confidence(*c as f32);
     let gen_conf: Vec<f64> = gen_.iter().map(conf).collect();
     let imp_conf: Vec<f64> = imp.iter().map(conf).collect();
-    let frac = |v: &[f64], f: &dyn Fn(f64) -> bool| v.iter().filter(|&&x| f(x)).count() as f64 / v.len() as f64;
+    let frac = |v: &[f64], f: &dyn Fn(f64) -> bool| {
+        v.iter().filter(|&&x| f(x)).count() as f64 / v.len() as f64
+    };
     let report = FitReport {
         genuine: gen_.len(),
         impostor: imp.len(),
@@ -128,7 +153,8 @@ pub fn fit(genuine: &[f64], impostor: &[f64]) -> anyhow::Result<(Calibration, Fi
         genuine_above_95: frac(&gen_conf, &|x| x > 95.0),
         impostor_below_20: frac(&imp_conf, &|x| x < 20.0),
     };
-    cal.extra.insert("fit".into(), serde_json::to_value(&report)?);
+    cal.extra
+        .insert("fit".into(), serde_json::to_value(&report)?);
     Ok((cal, report))
 }
 
@@ -160,7 +186,10 @@ mod tests {
         let (cal, rep) = fit(&genuine, &impostor).unwrap();
         cal.validate().unwrap();
         assert_eq!(rep.fmr_at_80, 0.0);
-        assert!(cal.confidence(0.3) < 80.0 && cal.confidence(0.33) >= 80.0, "{rep:?}");
+        assert!(
+            cal.confidence(0.3) < 80.0 && cal.confidence(0.33) >= 80.0,
+            "{rep:?}"
+        );
         assert!(rep.impostor_below_20 >= 0.85, "{rep:?}");
         assert!(rep.genuine_above_95 >= 0.69, "{rep:?}");
         assert!(rep.fnmr_at_80 < 0.1, "{rep:?}");
@@ -168,9 +197,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_anchors() {
-        assert!(Calibration::new(vec![[0.5, 80.0], [0.4, 90.0]]).validate().is_err());
+        assert!(
+            Calibration::new(vec![[0.5, 80.0], [0.4, 90.0]])
+                .validate()
+                .is_err()
+        );
         assert!(Calibration::new(vec![[0.5, 80.0]]).validate().is_err());
-        assert!(Calibration::new(vec![[0.1, 0.0], [0.4, 90.0]]).validate().is_err());
+        assert!(
+            Calibration::new(vec![[0.1, 0.0], [0.4, 90.0]])
+                .validate()
+                .is_err()
+        );
         let mut c = Calibration::new(vec![[0.1, 10.0], [0.4, 90.0]]);
         c.kind = "table".into();
         assert!(c.validate().is_err());

@@ -4,7 +4,9 @@
 //! applied.
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation};
+use image::{
+    DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
+};
 
 /// Largest image accepted, in pixels and per side.
 pub const MAX_PIXELS: u64 = 64_000_000;
@@ -34,7 +36,11 @@ pub enum DecodeError {
 
 /// `0×0` stands for "declared larger than the decoder accepts".
 fn size_text(width: u64, height: u64) -> String {
-    if width == 0 || height == 0 { "larger than the decoder accepts".into() } else { format!("{width}×{height} pixels") }
+    if width == 0 || height == 0 {
+        "larger than the decoder accepts".into()
+    } else {
+        format!("{width}×{height} pixels")
+    }
 }
 
 impl DecodeError {
@@ -52,18 +58,38 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, DecodeError> {
     match bytes {
         [0xFF, 0xD8, 0xFF, ..] => Ok(Format::Jpeg),
         [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Ok(Format::Png),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Ok(Format::WebP),
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => Ok(Format::WebP),
         [b'G', b'I', b'F', b'8', ..] => Err(DecodeError::Unsupported(Some("GIF"))),
         [b'B', b'M', ..] => Err(DecodeError::Unsupported(Some("BMP"))),
-        [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => Err(DecodeError::Unsupported(Some("TIFF"))),
-        [_, _, _, _, b'f', b't', b'y', b'p', ..] => Err(DecodeError::Unsupported(Some("HEIF/AVIF"))),
+        [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => {
+            Err(DecodeError::Unsupported(Some("TIFF")))
+        }
+        [_, _, _, _, b'f', b't', b'y', b'p', ..] => {
+            Err(DecodeError::Unsupported(Some("HEIF/AVIF")))
+        }
         _ => Err(DecodeError::Unsupported(None)),
     }
 }
 
 fn check_size(width: u64, height: u64) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt("image has zero width or height".into()));
+        return Err(DecodeError::Corrupt(
+            "image has zero width or height".into(),
+        ));
     }
     if width > MAX_SIDE as u64 || height > MAX_SIDE as u64 || width * height > MAX_PIXELS {
         return Err(DecodeError::TooLarge { width, height });
@@ -97,7 +123,9 @@ fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> 
     let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     dec.read_info().map_err(corrupt)?;
-    let info = dec.info().ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
     let (w, h) = (info.width as u32, info.height as u32);
     check_size(w as u64, h as u64)?;
     let long = w.max(h);
@@ -112,7 +140,9 @@ fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> 
         denom = (w as f32 / sw as f32).round() as u32;
     }
     let pixels = dec.decode().map_err(corrupt)?;
-    let info = dec.info().ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
     let (dw, dh) = (info.width as u32, info.height as u32);
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
@@ -120,9 +150,17 @@ fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> 
         jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
         jpeg_decoder::PixelFormat::CMYK32 => cmyk_to_rgb(&pixels),
     };
-    let image = RgbImage::from_raw(dw, dh, rgb).ok_or_else(|| DecodeError::Corrupt("JPEG decoded to a short buffer".into()))?;
-    let orientation = dec.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
-    Ok(Decoded { image: orient(image, orientation), original_size: (w, h), scale_denominator: denom })
+    let image = RgbImage::from_raw(dw, dh, rgb)
+        .ok_or_else(|| DecodeError::Corrupt("JPEG decoded to a short buffer".into()))?;
+    let orientation = dec
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    Ok(Decoded {
+        image: orient(image, orientation),
+        original_size: (w, h),
+        scale_denominator: denom,
+    })
 }
 
 /// jpeg-decoder hands out ink amounts (Adobe's inversion already undone).
@@ -145,14 +183,21 @@ fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<Decoded, DecodeErro
     limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
     reader.limits(limits);
     let mut dec = reader.into_decoder().map_err(|e| match e {
-        image::ImageError::Limits(_) => DecodeError::TooLarge { width: 0, height: 0 },
+        image::ImageError::Limits(_) => DecodeError::TooLarge {
+            width: 0,
+            height: 0,
+        },
         e => corrupt(e),
     })?;
     let (w, h) = dec.dimensions();
     check_size(w as u64, h as u64)?;
     let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
-    Ok(Decoded { image: orient(img.to_rgb8(), orientation), original_size: (w, h), scale_denominator: 1 })
+    Ok(Decoded {
+        image: orient(img.to_rgb8(), orientation),
+        original_size: (w, h),
+        scale_denominator: 1,
+    })
 }
 
 pub fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
@@ -171,7 +216,8 @@ mod tests {
     fn png(width: u32, height: u32) -> Vec<u8> {
         let img = RgbImage::from_pixel(width, height, image::Rgb([10, 200, 30]));
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
         out
     }
 
@@ -180,7 +226,10 @@ mod tests {
         assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
         assert_eq!(sniff(&png(2, 2)).unwrap(), Format::Png);
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 ").unwrap(), Format::WebP);
-        assert_eq!(sniff(b"GIF89a....").unwrap_err().code(), "unsupported_image_format");
+        assert_eq!(
+            sniff(b"GIF89a....").unwrap_err().code(),
+            "unsupported_image_format"
+        );
         assert_eq!(sniff(b"hello").unwrap_err(), DecodeError::Unsupported(None));
     }
 
@@ -199,7 +248,11 @@ mod tests {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -224,14 +277,20 @@ mod tests {
         }
         assert!(t.elapsed().as_secs() < 5, "no pixel buffer was allocated");
         // Within limits but truncated: a decode failure, not a size one.
-        assert_eq!(decode(&png_declaring(4000, 3000)).err().unwrap().code(), "image_decode_failed");
+        assert_eq!(
+            decode(&png_declaring(4000, 3000)).err().unwrap().code(),
+            "image_decode_failed"
+        );
     }
 
     #[test]
     fn large_jpeg_is_decoded_at_reduced_scale() {
-        let img = RgbImage::from_fn(3300, 2000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let img = RgbImage::from_fn(3300, 2000, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
+            .unwrap();
         let d = decode(&out).unwrap();
         assert_eq!(d.original_size, (3300, 2000));
         assert_eq!(d.scale_denominator, 2);
@@ -242,6 +301,9 @@ mod tests {
 
     #[test]
     fn cmyk_white_and_black() {
-        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0, 0, 0, 0, 255]), vec![255, 255, 255, 0, 0, 0]);
+        assert_eq!(
+            cmyk_to_rgb(&[0, 0, 0, 0, 0, 0, 0, 255]),
+            vec![255, 255, 255, 0, 0, 0]
+        );
     }
 }

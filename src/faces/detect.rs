@@ -27,10 +27,18 @@ impl Face {
         self.width().max(0.0) * self.height().max(0.0)
     }
     fn center(&self) -> [f32; 2] {
-        [(self.bbox[0] + self.bbox[2]) / 2.0, (self.bbox[1] + self.bbox[3]) / 2.0]
+        [
+            (self.bbox[0] + self.bbox[2]) / 2.0,
+            (self.bbox[1] + self.bbox[3]) / 2.0,
+        ]
     }
     fn shifted(mut self, dx: f32, dy: f32) -> Self {
-        self.bbox = [self.bbox[0] + dx, self.bbox[1] + dy, self.bbox[2] + dx, self.bbox[3] + dy];
+        self.bbox = [
+            self.bbox[0] + dx,
+            self.bbox[1] + dy,
+            self.bbox[2] + dx,
+            self.bbox[3] + dy,
+        ];
         for k in &mut self.keypoints {
             *k = [k[0] + dx, k[1] + dy];
         }
@@ -56,7 +64,10 @@ pub fn anchors(size: u32) -> Vec<[f32; 2]> {
         for y in 0..cells {
             for x in 0..cells {
                 for _ in 0..per_cell {
-                    out.push([(x as f32 + 0.5) * stride as f32, (y as f32 + 0.5) * stride as f32]);
+                    out.push([
+                        (x as f32 + 0.5) * stride as f32,
+                        (y as f32 + 0.5) * stride as f32,
+                    ]);
                 }
             }
         }
@@ -83,7 +94,12 @@ impl Detector {
     pub fn new(session: Session, spec: DetectorSpec) -> Self {
         let anchors = anchors(spec.size);
         let n = (spec.size * spec.size * 3) as usize;
-        Self { session, spec, anchors, input: vec![0.0; n] }
+        Self {
+            session,
+            spec,
+            anchors,
+            input: vec![0.0; n],
+        }
     }
 
     /// Detections in `img`, largest first.
@@ -109,7 +125,8 @@ impl Detector {
             }
         }
         let shape = [1usize, size as usize, size as usize, 3];
-        let tensor = TensorRef::from_array_view((shape, self.input.as_slice())).context("detector input")?;
+        let tensor =
+            TensorRef::from_array_view((shape, self.input.as_slice())).context("detector input")?;
         let outputs = self
             .session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
@@ -120,7 +137,12 @@ impl Detector {
         let (_, logits) = outputs[self.spec.outputs.classificators.as_str()]
             .try_extract_tensor::<f32>()
             .context("detector classificators")?;
-        let lb = Letterbox { fx: w as f32 / nw as f32, fy: h as f32 / nh as f32, ox: ox as f32, oy: oy as f32 };
+        let lb = Letterbox {
+            fx: w as f32 / nw as f32,
+            fy: h as f32 / nh as f32,
+            ox: ox as f32,
+            oy: oy as f32,
+        };
         Ok(decode(&self.anchors, reg, logits, &self.spec, &lb))
     }
 
@@ -130,14 +152,19 @@ impl Detector {
         let c = face.center();
         let side = REFINE_CONTEXT * face.width().max(face.height());
         let s = side.round().max(8.0) as u32;
-        let (x0, y0) = ((c[0] - side / 2.0).round() as i64, (c[1] - side / 2.0).round() as i64);
+        let (x0, y0) = (
+            (c[0] - side / 2.0).round() as i64,
+            (c[1] - side / 2.0).round() as i64,
+        );
         let window = geometry::crop_padded(img, x0, y0, s, s);
         let mid = s as f32 / 2.0;
         let best = self.detect(&window)?.into_iter().min_by(|a, b| {
             let d = |f: &Face| (f.center()[0] - mid).hypot(f.center()[1] - mid);
             d(a).total_cmp(&d(b))
         });
-        Ok(best.map(|f| f.shifted(x0 as f32, y0 as f32)).unwrap_or(face))
+        Ok(best
+            .map(|f| f.shifted(x0 as f32, y0 as f32))
+            .unwrap_or(face))
     }
 
     /// Every face, largest first, small and large ones refined.
@@ -160,13 +187,20 @@ impl Detector {
     /// Faces of an image that may have been scanned sideways or upside down:
     /// when none is found upright, the image is turned 90, 180, 270 degrees.
     /// Returns the image the faces are in and how far it was turned (degrees clockwise).
-    pub fn faces_any_rotation(&mut self, img: RgbImage) -> anyhow::Result<(RgbImage, Vec<Face>, u16)> {
+    pub fn faces_any_rotation(
+        &mut self,
+        img: RgbImage,
+    ) -> anyhow::Result<(RgbImage, Vec<Face>, u16)> {
         let faces = self.faces(&img)?;
         if !faces.is_empty() {
             return Ok((img, faces, 0));
         }
-        let turns: [(u16, fn(&RgbImage) -> RgbImage); 3] =
-            [(90, imageops::rotate90), (180, imageops::rotate180), (270, imageops::rotate270)];
+        type Turn = fn(&RgbImage) -> RgbImage;
+        let turns: [(u16, Turn); 3] = [
+            (90, imageops::rotate90),
+            (180, imageops::rotate180),
+            (270, imageops::rotate270),
+        ];
         for (degrees, turn) in turns {
             let turned = turn(&img);
             let faces = self.faces(&turned)?;
@@ -187,7 +221,13 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 /// Raw outputs → faces in image pixels (MediaPipe's weighted NMS).
-fn decode(anchors: &[[f32; 2]], reg: &[f32], logits: &[f32], spec: &DetectorSpec, lb: &Letterbox) -> Vec<Face> {
+fn decode(
+    anchors: &[[f32; 2]],
+    reg: &[f32],
+    logits: &[f32],
+    spec: &DetectorSpec,
+    lb: &Letterbox,
+) -> Vec<Face> {
     let mut cands: Vec<Face> = Vec::new();
     for (i, (a, &logit)) in anchors.iter().zip(logits).enumerate() {
         let score = 1.0 / (1.0 + (-logit.clamp(-80.0, 80.0)).exp());
@@ -200,16 +240,25 @@ fn decode(anchors: &[[f32; 2]], reg: &[f32], logits: &[f32], spec: &DetectorSpec
         for (k, kp) in keypoints.iter_mut().enumerate() {
             *kp = [a[0] + r[4 + 2 * k], a[1] + r[5 + 2 * k]];
         }
-        cands.push(Face { bbox: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0], score, keypoints });
+        cands.push(Face {
+            bbox: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
+            score,
+            keypoints,
+        });
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut faces = Vec::new();
     while let Some(first) = cands.first().cloned() {
-        let (group, rest): (Vec<Face>, Vec<Face>) =
-            cands.into_iter().partition(|c| iou(&first.bbox, &c.bbox) > spec.iou_threshold);
+        let (group, rest): (Vec<Face>, Vec<Face>) = cands
+            .into_iter()
+            .partition(|c| iou(&first.bbox, &c.bbox) > spec.iou_threshold);
         cands = rest;
         let total: f32 = group.iter().map(|f| f.score).sum();
-        let mut merged = Face { bbox: [0.0; 4], score: first.score, keypoints: [[0.0; 2]; 6] };
+        let mut merged = Face {
+            bbox: [0.0; 4],
+            score: first.score,
+            keypoints: [[0.0; 2]; 6],
+        };
         for f in &group {
             let wgt = f.score / total;
             for j in 0..4 {
@@ -223,7 +272,12 @@ fn decode(anchors: &[[f32; 2]], reg: &[f32], logits: &[f32], spec: &DetectorSpec
         // undo the letterbox
         let ux = |x: f32| (x - lb.ox) * lb.fx;
         let uy = |y: f32| (y - lb.oy) * lb.fy;
-        merged.bbox = [ux(merged.bbox[0]), uy(merged.bbox[1]), ux(merged.bbox[2]), uy(merged.bbox[3])];
+        merged.bbox = [
+            ux(merged.bbox[0]),
+            uy(merged.bbox[1]),
+            ux(merged.bbox[2]),
+            uy(merged.bbox[3]),
+        ];
         for kp in &mut merged.keypoints {
             *kp = [ux(kp[0]), uy(kp[1])];
         }
@@ -254,7 +308,10 @@ mod tests {
             file: String::new(),
             sha256: String::new(),
             input: String::new(),
-            outputs: super::super::pack::DetectorOutputs { regressors: String::new(), classificators: String::new() },
+            outputs: super::super::pack::DetectorOutputs {
+                regressors: String::new(),
+                classificators: String::new(),
+            },
             size: 256,
             mean: [127.5; 3],
             std: [127.5; 3],
@@ -268,9 +325,18 @@ mod tests {
             reg[i * 16 + 3] = 40.0;
         }
         let logits = [3.0, 3.0, -3.0];
-        let lb = Letterbox { fx: 2.0, fy: 2.0, ox: 0.0, oy: 28.0 };
+        let lb = Letterbox {
+            fx: 2.0,
+            fy: 2.0,
+            ox: 0.0,
+            oy: 28.0,
+        };
         let faces = decode(&anchors, &reg, &logits, &spec, &lb);
-        assert_eq!(faces.len(), 1, "the low-score anchor is dropped, the two overlapping ones merged");
+        assert_eq!(
+            faces.len(),
+            1,
+            "the low-score anchor is dropped, the two overlapping ones merged"
+        );
         let f = &faces[0];
         assert!((f.bbox[0] - (81.0 - 0.0) * 2.0).abs() < 1e-3, "{f:?}");
         assert!((f.bbox[1] - (80.0 - 28.0) * 2.0).abs() < 1e-3, "{f:?}");

@@ -24,8 +24,16 @@ impl Embedder {
     /// two mouth corners.
     pub fn alignment(&self, face: &Face) -> Affine {
         let t = self.spec.template.map(|p| [p[0] as f64, p[1] as f64]);
-        let dst = [t[0], t[1], t[2], [(t[3][0] + t[4][0]) / 2.0, (t[3][1] + t[4][1]) / 2.0]];
-        let src: Vec<[f64; 2]> = face.keypoints[..4].iter().map(|k| [k[0] as f64, k[1] as f64]).collect();
+        let dst = [
+            t[0],
+            t[1],
+            t[2],
+            [(t[3][0] + t[4][0]) / 2.0, (t[3][1] + t[4][1]) / 2.0],
+        ];
+        let src: Vec<[f64; 2]> = face.keypoints[..4]
+            .iter()
+            .map(|k| [k[0] as f64, k[1] as f64])
+            .collect();
         geometry::similarity(&src, &dst)
     }
 
@@ -47,16 +55,32 @@ impl Embedder {
         let (mean, std) = (self.spec.mean, self.spec.std);
         let mut input = Vec::with_capacity(crops.len() * size * size * 3);
         for crop in crops {
-            ensure!(crop.dimensions() == (size as u32, size as u32), "crop has the wrong size");
-            input.extend(crop.as_raw().iter().enumerate().map(|(i, &v)| (v as f32 - mean[i % 3]) / std[i % 3]));
+            ensure!(
+                crop.dimensions() == (size as u32, size as u32),
+                "crop has the wrong size"
+            );
+            input.extend(
+                crop.as_raw()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v as f32 - mean[i % 3]) / std[i % 3]),
+            );
         }
-        let tensor = TensorRef::from_array_view(([crops.len(), size, size, 3], input.as_slice())).context("embedder input")?;
+        let tensor = TensorRef::from_array_view(([crops.len(), size, size, 3], input.as_slice()))
+            .context("embedder input")?;
         let outputs = self
             .session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
             .map_err(|e| anyhow!("embedder run: {e}"))?;
-        let (_, raw) = outputs[self.spec.output.as_str()].try_extract_tensor::<f32>().context("embedder output")?;
-        ensure!(raw.len() == crops.len() * self.spec.dim, "embedder returned {} values for {} faces", raw.len(), crops.len());
+        let (_, raw) = outputs[self.spec.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .context("embedder output")?;
+        ensure!(
+            raw.len() == crops.len() * self.spec.dim,
+            "embedder returned {} values for {} faces",
+            raw.len(),
+            crops.len()
+        );
         Ok(raw.chunks_exact(self.spec.dim).map(normalise).collect())
     }
 }

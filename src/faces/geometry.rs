@@ -66,7 +66,10 @@ fn area_weights(src: u32, dst: u32) -> Vec<(usize, Vec<f32>)> {
 /// covers, fractional pixels weighted), separable: rows first, then columns.
 pub fn area_resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
-    let (xw, yw) = (area_weights(img.width(), width), area_weights(img.height(), height));
+    let (xw, yw) = (
+        area_weights(img.width(), width),
+        area_weights(img.height(), height),
+    );
     let dw = width as usize;
     let src = img.as_raw();
     let mut rows = vec![0f32; dw * 3 * sh];
@@ -126,7 +129,10 @@ pub struct Affine(pub [f64; 6]);
 impl Affine {
     pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
         let m = &self.0;
-        [m[0] * p[0] + m[1] * p[1] + m[2], m[3] * p[0] + m[4] * p[1] + m[5]]
+        [
+            m[0] * p[0] + m[1] * p[1] + m[2],
+            m[3] * p[0] + m[4] * p[1] + m[5],
+        ]
     }
 
     /// Pixels of the destination per pixel of the source.
@@ -141,14 +147,28 @@ impl Affine {
             return None;
         }
         let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
-        Some(Affine([ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)]))
+        Some(Affine([
+            ia,
+            ib,
+            -(ia * c + ib * f),
+            id,
+            ie,
+            -(id * c + ie * f),
+        ]))
     }
 
     /// `self` after `first`.
     pub fn then_after(&self, first: &Affine) -> Affine {
         let [a, b, c, d, e, f] = self.0;
         let [p, q, r, s, t, u] = first.0;
-        Affine([a * p + b * s, a * q + b * t, a * r + b * u + c, d * p + e * s, d * q + e * t, d * r + e * u + f])
+        Affine([
+            a * p + b * s,
+            a * q + b * t,
+            a * r + b * u + c,
+            d * p + e * s,
+            d * q + e * t,
+            d * r + e * u + f,
+        ])
     }
 }
 
@@ -158,7 +178,9 @@ impl Affine {
 pub fn similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Affine {
     let n = src.len().min(dst.len()) as f64;
     let mean = |pts: &[[f64; 2]]| {
-        let s = pts.iter().fold([0.0, 0.0], |acc, p| [acc[0] + p[0], acc[1] + p[1]]);
+        let s = pts
+            .iter()
+            .fold([0.0, 0.0], |acc, p| [acc[0] + p[0], acc[1] + p[1]]);
         [s[0] / n, s[1] / n]
     };
     let (ms, md) = (mean(src), mean(dst));
@@ -171,7 +193,11 @@ pub fn similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Affine {
         im += sx * dy - sy * dx;
         norm += sx * sx + sy * sy;
     }
-    let (a, b) = if norm > 0.0 { (re / norm, im / norm) } else { (1.0, 0.0) };
+    let (a, b) = if norm > 0.0 {
+        (re / norm, im / norm)
+    } else {
+        (1.0, 0.0)
+    };
     let tx = md[0] - (a * ms[0] - b * ms[1]);
     let ty = md[1] - (b * ms[0] + a * ms[1]);
     Affine([a, -b, tx, b, a, ty])
@@ -200,7 +226,12 @@ pub fn warp(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
             }
             let (x0, y0) = (sx.floor() as i64, sy.floor() as i64);
             let (fx, fy) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
-            let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
+            let (p00, p10, p01, p11) = (
+                px(x0, y0),
+                px(x0 + 1, y0),
+                px(x0, y0 + 1),
+                px(x0 + 1, y0 + 1),
+            );
             let mut c = [0u8; 3];
             for k in 0..3 {
                 let top = p00[k] + (p10[k] - p00[k]) * fx;
@@ -218,7 +249,9 @@ pub fn warp(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
 /// (what dlib's pyramid does for its chips).
 pub fn warp_antialiased(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
     let s = 1.0 / m.scale();
-    let Some(inv) = m.invert() else { return warp(img, m, size) };
+    let Some(inv) = m.invert() else {
+        return warp(img, m, size);
+    };
     if s <= 1.5 {
         return warp(img, m, size);
     }
@@ -226,9 +259,15 @@ pub fn warp_antialiased(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
     let corners = [[0.0, 0.0], [last, 0.0], [0.0, last], [last, last]].map(|p| inv.apply(p));
     let (w, h) = (img.width() as f64, img.height() as f64);
     let min_x = corners.iter().map(|c| c[0]).fold(f64::INFINITY, f64::min);
-    let max_x = corners.iter().map(|c| c[0]).fold(f64::NEG_INFINITY, f64::max);
+    let max_x = corners
+        .iter()
+        .map(|c| c[0])
+        .fold(f64::NEG_INFINITY, f64::max);
     let min_y = corners.iter().map(|c| c[1]).fold(f64::INFINITY, f64::min);
-    let max_y = corners.iter().map(|c| c[1]).fold(f64::NEG_INFINITY, f64::max);
+    let max_y = corners
+        .iter()
+        .map(|c| c[1])
+        .fold(f64::NEG_INFINITY, f64::max);
     let x0 = (min_x.floor() - 2.0 * s).max(0.0) as i64;
     let x1 = (max_x.ceil() + 2.0 * s + 1.0).min(w) as i64;
     let y0 = (min_y.floor() - 2.0 * s).max(0.0) as i64;
@@ -242,7 +281,14 @@ pub fn warp_antialiased(img: &RgbImage, m: &Affine, size: u32) -> RgbImage {
     let small = resize(&crop_padded(img, x0, y0, rw, rh), nw, nh);
     // small pixel (j, i) has its centre at image (x0 + (j + 0.5) sx - 0.5, ...)
     let (sx, sy) = (rw as f64 / nw as f64, rh as f64 / nh as f64);
-    let to_image = Affine([sx, 0.0, x0 as f64 + 0.5 * sx - 0.5, 0.0, sy, y0 as f64 + 0.5 * sy - 0.5]);
+    let to_image = Affine([
+        sx,
+        0.0,
+        x0 as f64 + 0.5 * sx - 0.5,
+        0.0,
+        sy,
+        y0 as f64 + 0.5 * sy - 0.5,
+    ]);
     warp(&small, &m.then_after(&to_image), size)
 }
 

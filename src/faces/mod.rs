@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use calibration::Calibration;
 use pack::Pack;
-use pipeline::{AnalyzeError, Analysis, MAX_TARGET_FACES, Models};
+use pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models};
 use pool::{Pool, SubmitError};
 
 /// What the engine needs to start: where the packs are, which one, and pool sizes.
@@ -87,7 +87,11 @@ pub struct CompareResponse {
 
 /// Whole numbers as `80`, not `80.0`, like the hosted API.
 fn plain_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f64(*v) }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 impl Comparison {
@@ -126,7 +130,11 @@ pub enum FacesError {
     /// The bytes are not an image we can use: `code` is the stable API error code
     /// (`unsupported_image_format`, `image_decode_failed`, `image_dimensions_too_large`).
     #[error("{}: {message}", side.field())]
-    BadImage { side: Side, code: &'static str, message: String },
+    BadImage {
+        side: Side,
+        code: &'static str,
+        message: String,
+    },
     /// The inference queue is full: the client may retry.
     #[error("the inference queue is full")]
     Overloaded,
@@ -157,14 +165,35 @@ impl Engine {
     }
 
     /// Analyses one image on the pool (up to `max_faces` faces).
-    pub async fn analyze(&self, side: Side, bytes: Bytes, max_faces: usize) -> Result<(Analysis, Duration), FacesError> {
-        let (result, queued) = self.pool.analyze(bytes, max_faces).await.map_err(|e| match e {
-            SubmitError::Full => FacesError::Overloaded,
-            SubmitError::Stopped => FacesError::Internal(e.to_string()),
-        })?;
+    pub async fn analyze(
+        &self,
+        side: Side,
+        bytes: Bytes,
+        max_faces: usize,
+    ) -> Result<(Analysis, Duration), FacesError> {
+        let mut place = self.pool.reserve(1).map_err(submit_error)?;
+        self.analyze_on(&mut place, side, bytes, max_faces).await
+    }
+
+    async fn analyze_on(
+        &self,
+        place: &mut pool::Reservation<'_>,
+        side: Side,
+        bytes: Bytes,
+        max_faces: usize,
+    ) -> Result<(Analysis, Duration), FacesError> {
+        let (result, queued) = self
+            .pool
+            .analyze(place, bytes, max_faces)
+            .await
+            .map_err(submit_error)?;
         match result {
             Ok(a) => Ok((a, queued)),
-            Err(AnalyzeError::Decode(e)) => Err(FacesError::BadImage { side, code: e.code(), message: e.to_string() }),
+            Err(AnalyzeError::Decode(e)) => Err(FacesError::BadImage {
+                side,
+                code: e.code(),
+                message: e.to_string(),
+            }),
             Err(AnalyzeError::Engine(e)) => Err(FacesError::Internal(format!("{e:#}"))),
         }
     }
@@ -172,9 +201,12 @@ impl Engine {
     /// Compares `source` (largest face) with every face of `target`; both
     /// images are analysed in parallel on the pool.
     pub async fn compare(&self, source: Bytes, target: Bytes) -> Result<Comparison, FacesError> {
+        // Both places at once: a compare is never half queued.
+        let mut tp = self.pool.reserve(2).map_err(submit_error)?;
+        let mut sp = tp.split_one();
         let (s, t) = tokio::join!(
-            self.analyze(Side::Source, source, 1),
-            self.analyze(Side::Target, target, MAX_TARGET_FACES)
+            self.analyze_on(&mut sp, Side::Source, source, 1),
+            self.analyze_on(&mut tp, Side::Target, target, MAX_TARGET_FACES)
         );
         let ((s, sq), (t, tq)) = (s?, t?);
         let mut timings = StageTimings::default();
@@ -198,13 +230,28 @@ impl Engine {
     }
 }
 
+fn submit_error(e: SubmitError) -> FacesError {
+    match e {
+        SubmitError::Full => FacesError::Overloaded,
+        SubmitError::Stopped => FacesError::Internal(e.to_string()),
+    }
+}
+
 /// The API's rule: the largest source face against the best target face;
 /// confidence 0 when either side has no face.
-pub fn score(calibration: &Calibration, source: &Analysis, target: &Analysis, timings: StageTimings) -> Comparison {
-    let cosine = source
-        .embeddings
-        .first()
-        .and_then(|s| target.embeddings.iter().map(|t| embed::cosine(s, t)).max_by(f32::total_cmp));
+pub fn score(
+    calibration: &Calibration,
+    source: &Analysis,
+    target: &Analysis,
+    timings: StageTimings,
+) -> Comparison {
+    let cosine = source.embeddings.first().and_then(|s| {
+        target
+            .embeddings
+            .iter()
+            .map(|t| embed::cosine(s, t))
+            .max_by(f32::total_cmp)
+    });
     Comparison {
         confidence: cosine.map(|c| calibration.confidence(c)).unwrap_or(0.0),
         cosine,

@@ -75,7 +75,10 @@ impl Pack {
     /// Reads the manifest and both model files, refusing files whose sha256 differs.
     pub fn load(models_dir: &Path, name: &str) -> anyhow::Result<Self> {
         ensure!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "pack name {name:?}: use letters, digits, '-' or '_'"
         );
         let dir = models_dir.join(name);
@@ -86,11 +89,20 @@ impl Pack {
                 path.display()
             )
         })?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).with_context(|| format!("model pack {name:?}: {} is not a valid manifest", path.display()))?;
-        manifest.calibration.validate().with_context(|| format!("model pack {name:?}: calibration"))?;
-        let detector_bytes = read_verified(&dir, &manifest.detector.file, &manifest.detector.sha256)?;
-        let embedder_bytes = read_verified(&dir, &manifest.embedder.file, &manifest.embedder.sha256)?;
+        let manifest: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "model pack {name:?}: {} is not a valid manifest",
+                path.display()
+            )
+        })?;
+        manifest
+            .calibration
+            .validate()
+            .with_context(|| format!("model pack {name:?}: calibration"))?;
+        let detector_bytes =
+            read_verified(&dir, &manifest.detector.file, &manifest.detector.sha256)?;
+        let embedder_bytes =
+            read_verified(&dir, &manifest.embedder.file, &manifest.embedder.sha256)?;
         Ok(Self {
             dir,
             manifest,
@@ -100,7 +112,11 @@ impl Pack {
     }
 
     /// Rewrites the calibration in the manifest, keeping everything else.
-    pub fn write_calibration(models_dir: &Path, name: &str, calibration: &Calibration) -> anyhow::Result<PathBuf> {
+    pub fn write_calibration(
+        models_dir: &Path,
+        name: &str,
+        calibration: &Calibration,
+    ) -> anyhow::Result<PathBuf> {
         let path = Self::manifest_path(models_dir, name);
         let text = std::fs::read_to_string(&path)?;
         let mut value: serde_json::Value = serde_json::from_str(&text)?;
@@ -115,10 +131,14 @@ fn read_verified(dir: &Path, file: &str, sha256: &str) -> anyhow::Result<Vec<u8>
         bail!("manifest names {file:?}: model files must lie inside the pack folder");
     }
     let path = dir.join(file);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read model file {}", path.display()))?;
     let got = hex::encode(Sha256::digest(&bytes));
     if !got.eq_ignore_ascii_case(sha256) {
-        bail!("{} has sha256 {got}, the manifest expects {sha256}: refusing it", path.display());
+        bail!(
+            "{} has sha256 {got}, the manifest expects {sha256}: refusing it",
+            path.display()
+        );
     }
     Ok(bytes)
 }

@@ -22,6 +22,8 @@ pub struct Analysis {
     /// Image size after decode and orientation, and how far it was turned to find a face.
     pub size: (u32, u32),
     pub rotation: u16,
+    /// Original pixels per analysed pixel (JPEGs decoded at reduced scale).
+    pub scale_denominator: u32,
     pub decode: Duration,
     pub detect: Duration,
     pub embed: Duration,
@@ -44,15 +46,33 @@ impl Models {
     pub fn new(pack: &Pack, intra_threads: usize) -> anyhow::Result<Self> {
         let m = &pack.manifest;
         Ok(Self {
-            detector: Detector::new(runtime::session(&pack.detector_bytes, intra_threads)?, m.detector.clone()),
-            embedder: Embedder::new(runtime::session(&pack.embedder_bytes, intra_threads)?, m.embedder.clone()),
+            detector: Detector::new(
+                runtime::session(&pack.detector_bytes, intra_threads)?,
+                m.detector.clone(),
+            ),
+            embedder: Embedder::new(
+                runtime::session(&pack.embedder_bytes, intra_threads)?,
+                m.embedder.clone(),
+            ),
         })
     }
 
     /// Embeds up to `max_faces` faces of the image, largest first.
     pub fn analyze(&mut self, bytes: &[u8], max_faces: usize) -> Result<Analysis, AnalyzeError> {
+        self.analyze_at(bytes, max_faces, decode::WORKING_SIDE)
+    }
+
+    /// As [`Models::analyze`], decoding JPEGs at reduced scale down to
+    /// `working_side` (0: full resolution).
+    pub fn analyze_at(
+        &mut self,
+        bytes: &[u8],
+        max_faces: usize,
+        working_side: u32,
+    ) -> Result<Analysis, AnalyzeError> {
         let t0 = Instant::now();
-        let decoded = decode::decode(bytes)?;
+        let decoded = decode::decode_with(bytes, working_side)?;
+        let scale_denominator = decoded.scale_denominator;
         let t1 = Instant::now();
         let (img, mut faces, rotation) = self.detector.faces_any_rotation(decoded.image)?;
         faces.truncate(max_faces.max(1));
@@ -65,6 +85,7 @@ impl Models {
             faces,
             size: img.dimensions(),
             rotation,
+            scale_denominator,
             decode: t1 - t0,
             detect: t2 - t1,
             embed: t3 - t2,

@@ -6,7 +6,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
-        mpsc::{self, SyncSender, TrySendError},
+        mpsc::{self, Sender},
     },
     time::{Duration, Instant},
 };
@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::pipeline::{AnalyzeError, Analysis, Models};
+use super::pipeline::{Analysis, AnalyzeError, Models};
 
 struct Job {
     bytes: Bytes,
@@ -32,14 +32,40 @@ pub enum SubmitError {
 }
 
 pub struct Pool {
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
+    /// Images queued and not yet taken by a worker.
     depth: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// Queue places held for one request; given back if unused.
+pub struct Reservation<'a> {
+    pool: &'a Pool,
+    left: usize,
+}
+
+impl Reservation<'_> {
+    /// Moves one held place into a reservation of its own.
+    pub fn split_one(&mut self) -> Self {
+        assert!(self.left > 0, "no place left to split off");
+        self.left -= 1;
+        Reservation {
+            pool: self.pool,
+            left: 1,
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.pool.depth.fetch_sub(self.left, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
-    /// Starts one thread per set of models.
+    /// Starts one thread per set of models; at most `capacity` images wait.
     pub fn start(models: Vec<Models>, capacity: usize) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
         for (i, mut models) in models.into_iter().enumerate() {
@@ -56,30 +82,58 @@ impl Pool {
                         };
                         depth.fetch_sub(1, Ordering::Relaxed);
                         let waited = job.enqueued.elapsed();
-                        let result = catch_unwind(AssertUnwindSafe(|| models.analyze(&job.bytes, job.max_faces)))
-                            .unwrap_or_else(|_| Err(AnalyzeError::Engine(anyhow::anyhow!("the face pipeline panicked"))));
+                        let result = catch_unwind(AssertUnwindSafe(|| {
+                            models.analyze(&job.bytes, job.max_faces)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(AnalyzeError::Engine(anyhow::anyhow!(
+                                "the face pipeline panicked"
+                            )))
+                        });
                         let _ = job.reply.send((result, waited));
                     }
                 })
                 .expect("spawn inference worker");
         }
-        Self { tx, depth }
+        Self {
+            tx,
+            depth,
+            capacity: capacity.max(2),
+        }
     }
 
-    /// Queues one image; resolves when a worker has analysed it.
-    pub async fn analyze(&self, bytes: Bytes, max_faces: usize) -> Result<(Result<Analysis, AnalyzeError>, Duration), SubmitError> {
+    /// Holds `n` queue places at once (a compare needs two), or refuses.
+    pub fn reserve(&self, n: usize) -> Result<Reservation<'_>, SubmitError> {
+        self.depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                (d + n <= self.capacity).then_some(d + n)
+            })
+            .map_err(|_| SubmitError::Full)?;
+        Ok(Reservation {
+            pool: self,
+            left: n,
+        })
+    }
+
+    /// Queues one image on a held place; resolves when a worker has analysed it.
+    pub async fn analyze(
+        &self,
+        place: &mut Reservation<'_>,
+        bytes: Bytes,
+        max_faces: usize,
+    ) -> Result<(Result<Analysis, AnalyzeError>, Duration), SubmitError> {
+        assert!(place.left > 0, "a queue place is held for each image");
         let (reply, rx) = oneshot::channel();
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Job { bytes, max_faces, enqueued: Instant::now(), reply }) {
-            Ok(()) => {}
-            Err(e) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(match e {
-                    TrySendError::Full(_) => SubmitError::Full,
-                    TrySendError::Disconnected(_) => SubmitError::Stopped,
-                });
-            }
-        }
+        self.tx
+            .send(Job {
+                bytes,
+                max_faces,
+                enqueued: Instant::now(),
+                reply,
+            })
+            .map_err(|_| SubmitError::Stopped)?;
+        // From here the worker gives the place back when it takes the job.
+        place.left -= 1;
         rx.await.map_err(|_| SubmitError::Stopped)
     }
 

@@ -31,7 +31,11 @@ fn candidates() -> Vec<PathBuf> {
             out.push(up.join("lib").join(ORT_LIB));
         }
     }
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIB));
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ort")
+            .join(ORT_LIB),
+    );
     out
 }
 
@@ -41,9 +45,17 @@ pub fn environment() -> anyhow::Result<Environment> {
         let cands = candidates();
         let Some(path) = cands.iter().find(|p| p.is_file()) else {
             let tried: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
-            return Err(format!("ONNX Runtime library not found (looked at {}): {FETCH_HINT}", tried.join(", ")));
+            return Err(format!(
+                "ONNX Runtime library not found (looked at {}): {FETCH_HINT}",
+                tried.join(", ")
+            ));
         };
-        let builder = ort::init_from(path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FETCH_HINT}", path.display()))?;
+        let builder = ort::init_from(path).map_err(|e| {
+            format!(
+                "cannot load ONNX Runtime from {}: {e}; {FETCH_HINT}",
+                path.display()
+            )
+        })?;
         builder
             .with_name("facecompare")
             .build()
@@ -56,14 +68,19 @@ pub fn environment() -> anyhow::Result<Environment> {
 /// One CPU session; `Session::run` takes `&mut self`, so each worker owns its own.
 pub fn session(model: &[u8], intra_threads: usize) -> anyhow::Result<Session> {
     let env = environment()?;
-    let builder = Session::builder(&env).context("ONNX Runtime session builder")?;
-    let builder = builder
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .and_then(|b| b.with_intra_threads(intra_threads))
-        .and_then(|b| b.with_inter_threads(1))
+    let options = |e: ort::Error<_>| anyhow!("ONNX Runtime session options: {e}");
+    let mut builder = Session::builder(&env)
+        .context("ONNX Runtime session builder")?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(options)?
+        .with_intra_threads(intra_threads)
+        .map_err(options)?
+        .with_inter_threads(1)
+        .map_err(options)?
         // Spinning threads steal the other workers' cores on a small machine.
-        .and_then(|b| b.with_intra_op_spinning(false))
-        .map_err(|e| anyhow!("ONNX Runtime session options: {e}"))?;
-    let mut builder = builder;
-    builder.commit_from_memory(model).map_err(|e| anyhow!("ONNX Runtime cannot load the model: {e}"))
+        .with_intra_op_spinning(false)
+        .map_err(options)?;
+    builder
+        .commit_from_memory(model)
+        .map_err(|e| anyhow!("ONNX Runtime cannot load the model: {e}"))
 }
