@@ -97,9 +97,14 @@ fn plain_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> 
 impl Comparison {
     /// `isMatch` is decided on the very number returned.
     pub fn response(&self, threshold: f64) -> CompareResponse {
+        let confidence = if self.confidence.is_finite() {
+            self.confidence.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
         CompareResponse {
-            is_match: self.confidence >= threshold,
-            confidence: self.confidence,
+            is_match: confidence >= threshold,
+            confidence,
             threshold,
             source_face_detected: self.source_face_detected,
             target_face_detected: self.target_face_detected,

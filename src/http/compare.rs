@@ -17,7 +17,6 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::{Serialize, Serializer};
 use tokio::time::timeout_at;
 use tracing::Instrument;
 
@@ -30,28 +29,6 @@ use crate::{
     accounts::{Accounts, IdempotencyBegin, Org},
     inputs::{self, CompareInputs, ImageInput, InputError, MAX_BODY_BYTES},
 };
-
-/// The five-field 200 body of the hosted API.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CompareResponse {
-    pub is_match: bool,
-    #[serde(serialize_with = "plain_number")]
-    pub confidence: f64,
-    #[serde(serialize_with = "plain_number")]
-    pub threshold: f64,
-    pub source_face_detected: bool,
-    pub target_face_detected: bool,
-}
-
-/// Whole numbers as JSON integers (`80`, not `80.0`), like the hosted API.
-fn plain_number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        s.serialize_i64(*v as i64)
-    } else {
-        s.serialize_f64(*v)
-    }
-}
 
 pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let id = current_request_id();
@@ -278,16 +255,9 @@ async fn process(
             "the engine returned a non-finite confidence",
         ));
     }
-    let confidence = comparison.confidence.clamp(0.0, 100.0);
     let threshold = org.threshold.unwrap_or(state.config.threshold);
-    let body = CompareResponse {
-        is_match: confidence >= threshold,
-        confidence,
-        threshold,
-        source_face_detected: comparison.source_face_detected,
-        target_face_detected: comparison.target_face_detected,
-    };
-    let body = serde_json::to_string(&body).map_err(ApiError::internal)?;
+    let body =
+        serde_json::to_string(&comparison.response(threshold)).map_err(ApiError::internal)?;
 
     if cost > 0 {
         let request_id = current_request_id();
@@ -374,7 +344,7 @@ mod tests {
 
     #[test]
     fn response_has_exactly_five_fields_and_plain_numbers() {
-        let r = CompareResponse {
+        let r = crate::faces::CompareResponse {
             is_match: true,
             confidence: 96.4,
             threshold: 80.0,
