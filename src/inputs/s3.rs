@@ -63,10 +63,6 @@ impl S3Store {
         })
     }
 
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
     /// One attempt may take connect + read; the whole call, with its retry, twice that.
     fn attempt_timeout(&self) -> Duration {
         self.connect_timeout + self.read_timeout
