@@ -137,7 +137,40 @@ on_both_backends!(
     idempotency_new_replay_mismatch_in_progress,
     idempotency_abandoned_stale_and_expired_records,
     default_org_created_once,
+    optional_values_alternate_on_cached_statements,
 );
+
+/// NULL and non-NULL values of the same optional column, many times over on
+/// every pooled connection: with the Any driver a cached PostgreSQL statement
+/// first seen with a NULL used to reject the typed value later (22P03).
+async fn optional_values_alternate_on_cached_statements(acc: &Accounts) {
+    for i in 0..24 {
+        let threshold = if i % 2 == 0 {
+            None
+        } else {
+            Some(70.0 + i as f64)
+        };
+        let org = acc
+            .create_org(NewOrg {
+                name: format!("alt{i}"),
+                tokens: 3,
+                s3_prefix: None,
+                rate_limit: limit("100/s"),
+                threshold,
+            })
+            .await
+            .unwrap();
+        assert_eq!(org.threshold, threshold);
+        acc.add_tokens(&org.id, 2, "credit without a request id")
+            .await
+            .unwrap();
+        assert_eq!(
+            acc.charge(&org.id, 1, &format!("req-{i}")).await.unwrap(),
+            Some(4)
+        );
+        assert_ledger_consistent(acc, &org).await;
+    }
+}
 
 fn limit(text: &str) -> RateLimit {
     RateLimit::parse(text).unwrap()

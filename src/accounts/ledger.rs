@@ -11,11 +11,13 @@ pub(super) async fn insert_entry(
     reason: &str,
     request_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO ledger (org_id, delta, reason, request_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+    // Never bind an Option through the Any driver: a NULL is sent typed as an
+    // integer, and PostgreSQL's cached statement then rejects a later text.
+    sqlx::query("INSERT INTO ledger (org_id, delta, reason, request_id, created_at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)")
         .bind(org_id)
         .bind(delta)
         .bind(reason)
-        .bind(request_id)
+        .bind(request_id.unwrap_or(""))
         .bind(now_ms())
         .execute(conn)
         .await?;

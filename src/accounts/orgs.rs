@@ -119,7 +119,10 @@ async fn insert_org(
         "INSERT INTO orgs (id, name, balance, s3_prefix, rate_limit, threshold, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)"
     };
+    // Not a cached statement: the Any driver sends a NULL threshold typed as an
+    // integer, and PostgreSQL would then reject a later float on the same statement.
     let inserted = sqlx::query(sql)
+        .persistent(false)
         .bind(&org.id)
         .bind(&org.name)
         .bind(org.balance)
