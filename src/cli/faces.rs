@@ -178,6 +178,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     let get = |p: &PathBuf| analyses[p].as_ref().expect("errors handled above");
     let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
     let (mut genuine_noface, mut impostor_noface) = (0usize, 0usize);
+    // How the calibration in force (before any refit) does on these pairs.
+    let (mut shipped_fm, mut shipped_fnm) = (0usize, 0usize);
     for p in &pairs {
         let c = score(
             &pack.manifest.calibration,
@@ -185,6 +187,9 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
             get(&p.b),
             StageTimings::default(),
         );
+        let is_match = c.response(80.0).is_match;
+        shipped_fm += (is_match && !p.same) as usize;
+        shipped_fnm += (!is_match && p.same) as usize;
         match (c.cosine, p.same) {
             (Some(x), true) => genuine.push(x as f64),
             (Some(x), false) => impostor.push(x as f64),
@@ -214,7 +219,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
             "genuineP5": calibration::quantile(&sorted_g, 0.05), "genuineMin": sorted_g.first(),
             "impostorP99": calibration::quantile(&sorted_i, 0.99), "impostorMax": sorted_i.last(),
         },
-        "at80": {"fmr": report.fmr_at_80, "fnmr": report.fnmr_at_80, "fnmrCountingNoFace": with_noface(report.fnmr_at_80),
+        "current": {"falseMatchesAt80": shipped_fm, "falseNonMatchesAt80": shipped_fnm},
+        "refitAt80": {"fmr": report.fmr_at_80, "fnmr": report.fnmr_at_80, "fnmrCountingNoFace": with_noface(report.fnmr_at_80),
                   "falseMatches": (report.fmr_at_80 * impostor.len() as f64).round()},
         "confidence": {"genuineP5": report.genuine_p5_confidence, "impostorP99": report.impostor_p99_confidence,
                         "genuineAbove95": report.genuine_above_95, "impostorBelow20": report.impostor_below_20},

@@ -13,8 +13,8 @@ pub const MAX_PIXELS: u64 = 64_000_000;
 pub const MAX_SIDE: u32 = 20_000;
 /// JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
 /// long side at least this big: plenty for detection and 112-px face crops
-/// (a face at 15% of the long side keeps ~145 px), and 12 MP decodes at 1/4.
-pub const WORKING_SIDE: u32 = 960;
+/// (a face at 15% of the long side keeps ≥ 120 px), and 12 MP decodes at 1/4.
+pub const WORKING_SIDE: u32 = 800;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -293,8 +293,8 @@ mod tests {
             .unwrap();
         let d = decode(&out).unwrap();
         assert_eq!(d.original_size, (3300, 2000));
-        assert_eq!(d.scale_denominator, 2);
-        assert_eq!(d.image.width(), 1650);
+        assert_eq!(d.scale_denominator, 4);
+        assert_eq!(d.image.width(), 825);
         let full = decode_with(&out, 0).unwrap();
         assert_eq!(full.image.dimensions(), (3300, 2000));
     }

@@ -1,0 +1,76 @@
+//! Accuracy of the shipped calibration on the labelled sets in `../shared/eval`
+//! (third-party images, read in place), through the real `facecompare
+//! calibrate` command. Skips with a message when `../shared` is absent.
+use std::{path::PathBuf, process::Command};
+
+fn eval_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent (labelled eval sets live beside the repository)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// `facecompare calibrate CSV --pack P` (without --write): how the pack's
+/// current calibration does on the pairs, plus a refit it only prints.
+fn calibrate(csv: &PathBuf, pack: &str) -> serde_json::Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ort = std::env::var_os("ORT_DYLIB_PATH")
+        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.32.0").into_os_string());
+    let out = Command::new(env!("CARGO_BIN_EXE_facecompare"))
+        .args(["calibrate", csv.to_str().unwrap(), "--pack", pack])
+        .env("ORT_DYLIB_PATH", ort)
+        .env("FACECOMPARE_MODELS_DIR", root.join("models"))
+        .output()
+        .expect("run facecompare calibrate");
+    assert!(
+        out.status.success(),
+        "calibrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("calibrate prints JSON")
+}
+
+#[test]
+fn deepface_pairs_all_decided_right_by_the_default_pack() {
+    let Some(eval) = eval_dir() else { return };
+    let r = calibrate(&eval.join("deepface/master.csv"), "mobilefacenet");
+    eprintln!("{r}");
+    assert!(r["pairs"]["genuine"].as_u64().unwrap() >= 38);
+    assert_eq!(r["pairs"]["genuineNoFace"], 0);
+    assert_eq!(r["current"]["falseMatchesAt80"], 0, "a No pair reached 80");
+    assert_eq!(
+        r["current"]["falseNonMatchesAt80"], 0,
+        "a Yes pair stayed below 80"
+    );
+}
+
+#[test]
+fn calib_pairs_meet_the_operating_point() {
+    let Some(eval) = eval_dir() else { return };
+    for (pack, max_fnmr) in [("mobilefacenet", 0.03), ("dlib", 0.12)] {
+        let r = calibrate(&eval.join("calib/pairs.csv"), pack);
+        let genuine =
+            r["pairs"]["genuine"].as_u64().unwrap() + r["pairs"]["genuineNoFace"].as_u64().unwrap();
+        assert_eq!(
+            r["pairs"]["impostor"].as_u64().unwrap()
+                + r["pairs"]["impostorNoFace"].as_u64().unwrap(),
+            1476
+        );
+        let fm = r["current"]["falseMatchesAt80"].as_u64().unwrap();
+        let fnm = r["current"]["falseNonMatchesAt80"].as_u64().unwrap();
+        eprintln!(
+            "{pack}: {fm} of 1476 different-person pairs reach 80; {fnm} of {genuine} same-person pairs do not"
+        );
+        assert!(fm <= 1, "{pack}: {fm} different-person pairs reach 80");
+        assert!(
+            (fnm as f64) <= max_fnmr * genuine as f64,
+            "{pack}: {fnm} of {genuine} same-person pairs below 80"
+        );
+    }
+}
