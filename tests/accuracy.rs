@@ -1,7 +1,10 @@
 //! Accuracy of the shipped calibration on the labelled sets in `../shared/eval`
 //! (third-party images, read in place), through the real `facecompare
 //! calibrate` command. Skips with a message when `../shared` is absent.
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn eval_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval");
@@ -18,7 +21,7 @@ fn eval_dir() -> Option<PathBuf> {
 
 /// `facecompare calibrate CSV --pack P` (without --write): how the pack's
 /// current calibration does on the pairs, plus a refit it only prints.
-fn calibrate(csv: &PathBuf, pack: &str) -> serde_json::Value {
+fn calibrate(csv: &Path, pack: &str) -> serde_json::Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let ort = std::env::var_os("ORT_DYLIB_PATH")
         .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.32.0").into_os_string());
