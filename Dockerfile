@@ -53,9 +53,10 @@ RUN cargo test --locked --no-run
 CMD ["cargo", "test", "--locked"]
 
 # ---------------------------------------------------------------- runtime ---
+# libonnxruntime needs libstdc++ (named explicitly, not left to apt's own dependencies).
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin facecompare \
     && mkdir -p /app/data /app/lib \

@@ -19,8 +19,9 @@ profile_flag=()
 [ -f tests/fixtures/fetched/obama.jpg ] || scripts/fetch-fixtures.sh >&2
 
 cargo build "${profile_flag[@]}" --quiet --bin facecompare --example bench_http
-bin="$ROOT/target/$PROFILE/facecompare"
-bench="$ROOT/target/$PROFILE/examples/bench_http"
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+bin="$target_dir/$PROFILE/facecompare"
+bench="$target_dir/$PROFILE/examples/bench_http"
 
 server_pid=""
 workdir=""
