@@ -393,3 +393,54 @@ fn id_card_photo_matches_and_survives_a_sideways_scan() {
     }
     assert!(retried > 0, "the rotation retries were exercised");
 }
+
+#[test]
+fn other_encodings_of_the_same_photo_give_the_same_face() {
+    let mut m = models("mobilefacenet");
+    let original = decode(&fixture("obama.jpg"));
+    let reference = analyze(&mut m, &encode(&original, ImageFormat::Png));
+    let dynamic = image::DynamicImage::ImageRgb8(original.clone());
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "16-bit RGB PNG",
+            encode_dyn(
+                &image::DynamicImage::ImageRgb16(dynamic.to_rgb16()),
+                ImageFormat::Png,
+            ),
+        ),
+        (
+            "grey + alpha PNG",
+            encode_dyn(
+                &image::DynamicImage::ImageLumaA8(dynamic.to_luma_alpha8()),
+                ImageFormat::Png,
+            ),
+        ),
+        (
+            "16-bit grey PNG",
+            encode_dyn(
+                &image::DynamicImage::ImageLuma16(dynamic.to_luma16()),
+                ImageFormat::Png,
+            ),
+        ),
+        ("lossless WebP", encode(&original, ImageFormat::WebP)),
+        (
+            "greyscale JPEG",
+            encode_dyn(
+                &image::DynamicImage::ImageLuma8(dynamic.to_luma8()),
+                ImageFormat::Jpeg,
+            ),
+        ),
+    ];
+    for (name, bytes) in variants {
+        let a = analyze(&mut m, &bytes);
+        assert_eq!(a.size, original.dimensions(), "{name}");
+        let c = best(&reference, &a);
+        assert!(c > 0.9, "{name}: cosine {c} to the same photo");
+    }
+}
+
+fn encode_dyn(img: &image::DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
