@@ -115,6 +115,55 @@ async fn embedded_default_prints_a_working_key_once() {
     .assert_compare_ok();
 }
 
+/// A first start that cannot serve (here: no ONNX Runtime) fails before the
+/// embedded default creates its org, so the one-time key is printed by the
+/// first start that works, not lost in a failed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_start_keeps_the_default_key_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_facecompare"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FACECOMPARE_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("FACECOMPARE_LISTEN", "127.0.0.1:0")
+        .env("FACECOMPARE_MODELS_DIR", common::repo().join("models"))
+        .env(
+            "ORT_DYLIB_PATH",
+            dir.path().join("missing/libonnxruntime.so.1.32.0"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "serve must fail without ONNX Runtime"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("fck_"),
+        "no key printed by a failed start:\n{stdout}"
+    );
+    assert!(
+        stderr.contains("fetch-onnxruntime.sh"),
+        "the error names the fix:\n{stderr}"
+    );
+    let s = spawn_server(ServerOptions {
+        db_url: None,
+        cwd: Some(dir.path().to_path_buf()),
+        env: Vec::new(),
+    });
+    let banner = s.stdout.lock().unwrap().join("\n");
+    assert!(
+        banner.contains("fck_"),
+        "the first working start prints the key:\n{banner}"
+    );
+}
+
 /// SIGTERM while a request is being received: the request completes, then
 /// the server exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

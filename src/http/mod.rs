@@ -138,6 +138,23 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
 /// then drain in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(&config);
+    // Models, S3 settings and the port first: a server that cannot start
+    // must fail before the embedded default prints its one-time key.
+    let engine_config = EngineConfig::from_config(&config);
+    let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
+        .await
+        .context("starting the face engine")?
+        .context("loading the face models")?;
+    let s3 = config
+        .s3
+        .as_ref()
+        .map(S3Store::connect)
+        .transpose()
+        .context("S3 configuration")?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let accounts = Accounts::connect(&config.database_url)
         .await
         .context("connecting to the database")?;
@@ -165,21 +182,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    let engine_config = EngineConfig::from_config(&config);
-    let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
-        .await
-        .context("starting the face engine")?
-        .context("loading the face models")?;
-    let s3 = config
-        .s3
-        .as_ref()
-        .map(S3Store::connect)
-        .transpose()
-        .context("S3 configuration")?;
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let drain_timeout = config.request_timeout + Duration::from_secs(5);
     let state = Arc::new(AppState {
