@@ -112,11 +112,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 /// `working_side` 0 decodes at full resolution.
 pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
-    match sniff(bytes)? {
+    let format = sniff(bytes)?;
+    // The bytes come from clients: a decoder bug on a crafted file must be a
+    // 400 for that image, not a failed request.
+    std::panic::catch_unwind(|| match format {
         Format::Jpeg => decode_jpeg(bytes, working_side),
         Format::Png => decode_other(bytes, ImageFormat::Png),
         Format::WebP => decode_other(bytes, ImageFormat::WebP),
-    }
+    })
+    .unwrap_or_else(|_| {
+        Err(DecodeError::Corrupt(
+            "the decoder gave up on malformed data".into(),
+        ))
+    })
 }
 
 fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
@@ -297,6 +305,34 @@ mod tests {
         assert_eq!(d.image.width(), 825);
         let full = decode_with(&out, 0).unwrap();
         assert_eq!(full.image.dimensions(), (3300, 2000));
+    }
+
+    #[test]
+    fn corrupted_files_are_errors_or_images_never_panics() {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+        });
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+            let mut good = Vec::new();
+            img.write_to(&mut Cursor::new(&mut good), format).unwrap();
+            for len in (4..good.len()).step_by(7) {
+                let _ = decode(&good[..len]);
+            }
+            for _ in 0..300 {
+                let mut bad = good.clone();
+                for _ in 0..4 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let at = 12 + (seed as usize) % (bad.len() - 12);
+                    bad[at] = (seed >> 32) as u8;
+                }
+                if let Ok(d) = decode(&bad) {
+                    assert!(d.image.width() > 0 && d.image.height() > 0);
+                }
+            }
+        }
     }
 
     #[test]
