@@ -122,15 +122,14 @@ impl Config {
                 window: Duration::from_secs(60),
             },
         };
+        // A bad timeout is an error like any other variable, not a silent default.
+        let connect_ms: u64 = parse_var("FACECOMPARE_S3_CONNECT_TIMEOUT_MS", 2000)?;
+        let read_ms: u64 = parse_var("FACECOMPARE_S3_READ_TIMEOUT_MS", 10000)?;
         let s3 = var("FACECOMPARE_S3_BUCKET").map(|bucket| S3Config {
             bucket,
             endpoint: var("FACECOMPARE_S3_ENDPOINT"),
-            connect_timeout: Duration::from_millis(
-                parse_var("FACECOMPARE_S3_CONNECT_TIMEOUT_MS", 2000).unwrap_or(2000),
-            ),
-            read_timeout: Duration::from_millis(
-                parse_var("FACECOMPARE_S3_READ_TIMEOUT_MS", 10000).unwrap_or(10000),
-            ),
+            connect_timeout: Duration::from_millis(connect_ms),
+            read_timeout: Duration::from_millis(read_ms),
         });
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())

@@ -62,7 +62,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `f` over `items` on `workers` threads, each with its own models.
+/// Analyses `paths` on `workers` threads, each with its own models.
 fn parallel_analyze(
     pack: &Pack,
     paths: &[PathBuf],

@@ -169,17 +169,7 @@ impl Engine {
         })
     }
 
-    /// Analyses one image on the pool (up to `max_faces` faces).
-    pub async fn analyze(
-        &self,
-        side: Side,
-        bytes: Bytes,
-        max_faces: usize,
-    ) -> Result<(Analysis, Duration), FacesError> {
-        let mut place = self.pool.reserve(1).map_err(submit_error)?;
-        self.analyze_on(&mut place, side, bytes, max_faces).await
-    }
-
+    /// Analyses one image on a held queue place (up to `max_faces` faces).
     async fn analyze_on(
         &self,
         place: &mut pool::Reservation<'_>,
@@ -228,10 +218,6 @@ impl Engine {
     /// Name of the model pack in use.
     pub fn pack(&self) -> &str {
         &self.pack
-    }
-
-    pub fn calibration(&self) -> &Calibration {
-        &self.calibration
     }
 }
 
