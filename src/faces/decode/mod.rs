@@ -1,8 +1,14 @@
 //! Image bytes → upright RGB pixels: format sniffed from the bytes, size
 //! checked from the header before any pixel is decoded (decompression bombs),
-//! large JPEGs decoded at reduced scale in the DCT domain, EXIF orientation
-//! applied.
+//! work and memory bounded per image (JPEG scans, decoded bytes at the real
+//! bit depth and channel count), large images decoded at reduced scale (JPEG
+//! in the DCT domain, PNG while streaming rows), EXIF orientation applied.
 use std::io::Cursor;
+
+mod jpeg;
+mod png;
+
+pub use jpeg::{MAX_MARKERS, MAX_SCAN_PIXELS, MAX_SCANS, Survey, survey as survey_jpeg};
 
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
@@ -15,6 +21,10 @@ pub const MAX_SIDE: u32 = 20_000;
 /// long side at least this big: plenty for detection and 112-px face crops
 /// (a face at 15% of the long side keeps ≥ 120 px), and 12 MP decodes at 1/4.
 pub const WORKING_SIDE: u32 = 800;
+/// Most bytes one image may hold while it is decoded (pixels × channels ×
+/// bytes per sample, plus a progressive JPEG's coefficients). Two workers
+/// decoding the worst accepted images stay under 400 MB.
+pub const MAX_DECODE_BYTES: u64 = 192 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -30,6 +40,10 @@ pub enum DecodeError {
     Unsupported(Option<&'static str>),
     #[error("image is {}; the limit is {MAX_SIDE} pixels per side and {} megapixels", size_text(*.width, *.height), MAX_PIXELS / 1_000_000)]
     TooLarge { width: u64, height: u64 },
+    #[error("image would need {} MB to decode ({what}); the limit is {} MB", .bytes.div_ceil(1 << 20), MAX_DECODE_BYTES >> 20)]
+    TooMuchMemory { what: String, bytes: u64 },
+    #[error("image is too complex to decode: {0}")]
+    TooComplex(String),
     #[error("image could not be decoded: {0}")]
     Corrupt(String),
 }
@@ -47,7 +61,10 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::Unsupported(_) => "unsupported_image_format",
-            DecodeError::TooLarge { .. } => "image_dimensions_too_large",
+            DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
+                "image_dimensions_too_large"
+            }
+            DecodeError::TooComplex(_) => "image_too_complex",
             DecodeError::Corrupt(_) => "image_decode_failed",
         }
     }
@@ -85,6 +102,17 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, DecodeError> {
     }
 }
 
+/// The reduced scale (1, 2, 4 or 8) that keeps the long side at least
+/// `working_side` (0: full resolution).
+fn scale_for(width: u32, height: u32, working_side: u32) -> u32 {
+    let long = width.max(height);
+    let mut denom = 1;
+    while working_side > 0 && denom < 8 && long / (denom * 2) >= working_side {
+        denom *= 2;
+    }
+    denom
+}
+
 fn check_size(width: u64, height: u64) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
         return Err(DecodeError::Corrupt(
@@ -116,9 +144,9 @@ pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeErr
     // The bytes come from clients: a decoder bug on a crafted file must be a
     // 400 for that image, not a failed request.
     std::panic::catch_unwind(|| match format {
-        Format::Jpeg => decode_jpeg(bytes, working_side),
-        Format::Png => decode_other(bytes, ImageFormat::Png),
-        Format::WebP => decode_other(bytes, ImageFormat::WebP),
+        Format::Jpeg => jpeg::decode(bytes, working_side),
+        Format::Png => png::decode(bytes, working_side),
+        Format::WebP => decode_webp(bytes),
     })
     .unwrap_or_else(|_| {
         Err(DecodeError::Corrupt(
@@ -127,68 +155,15 @@ pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeErr
     })
 }
 
-fn decode_jpeg(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
-    let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
-    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    dec.read_info().map_err(corrupt)?;
-    let info = dec
-        .info()
-        .ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    check_size(w as u64, h as u64)?;
-    let long = w.max(h);
-    let mut denom = 1;
-    if working_side > 0 && long > working_side {
-        // jpeg-decoder picks the smallest scale whose output is at least the request.
-        let (rw, rh) = (
-            (w as u64 * working_side as u64 / long as u64).max(1) as u16,
-            (h as u64 * working_side as u64 / long as u64).max(1) as u16,
-        );
-        let (sw, _) = dec.scale(rw, rh).map_err(corrupt)?;
-        denom = (w as f32 / sw as f32).round() as u32;
-    }
-    let pixels = dec.decode().map_err(corrupt)?;
-    let info = dec
-        .info()
-        .ok_or_else(|| DecodeError::Corrupt("missing JPEG header".into()))?;
-    let (dw, dh) = (info.width as u32, info.height as u32);
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => pixels,
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
-        jpeg_decoder::PixelFormat::CMYK32 => cmyk_to_rgb(&pixels),
-    };
-    let image = RgbImage::from_raw(dw, dh, rgb)
-        .ok_or_else(|| DecodeError::Corrupt("JPEG decoded to a short buffer".into()))?;
-    let orientation = dec
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
-    Ok(Decoded {
-        image: orient(image, orientation),
-        original_size: (w, h),
-        scale_denominator: denom,
-    })
-}
-
-/// jpeg-decoder hands out ink amounts (Adobe's inversion already undone).
-fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
-    cmyk.chunks_exact(4)
-        .flat_map(|p| {
-            let k = 255 - p[3] as u32;
-            [0, 1, 2].map(|i| ((255 - p[i] as u32) * k / 255) as u8)
-        })
-        .collect()
-}
-
-fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<Decoded, DecodeError> {
+/// WebP decodes whole (RGBA or RGB) and is then converted to RGB: both
+/// buffers count against the budget.
+fn decode_webp(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::WebP);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    // Room for a 16-bit RGBA decode of the largest accepted image.
-    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let mut dec = reader.into_decoder().map_err(|e| match e {
         image::ImageError::Limits(_) => DecodeError::TooLarge {
@@ -199,10 +174,17 @@ fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<Decoded, DecodeErro
     })?;
     let (w, h) = dec.dimensions();
     check_size(w as u64, h as u64)?;
+    let need = dec.total_bytes() + w as u64 * h as u64 * 3;
+    if need > MAX_DECODE_BYTES {
+        return Err(DecodeError::TooMuchMemory {
+            what: format!("{w}×{h} pixels, WebP"),
+            bytes: need,
+        });
+    }
     let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
     Ok(Decoded {
-        image: orient(img.to_rgb8(), orientation),
+        image: orient(img.into_rgb8(), orientation),
         original_size: (w, h),
         scale_denominator: 1,
     })
@@ -333,13 +315,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn cmyk_white_and_black() {
-        assert_eq!(
-            cmyk_to_rgb(&[0, 0, 0, 0, 0, 0, 0, 255]),
-            vec![255, 255, 255, 0, 0, 0]
-        );
     }
 }

@@ -1,0 +1,118 @@
+//! Hostile images over HTTP: files made to cost minutes of decode or
+//! gigabytes of memory are refused or handled within bounds, and the server
+//! keeps serving normal compares right after them.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, file, fixture, server};
+
+/// A progressive grey JPEG declaring `side`×`side` pixels with `scans`
+/// scans: one DC scan of zeros, then AC scans that are a few end-of-band
+/// runs each (tens of bytes, but a pass over every block for a decoder).
+fn many_scan_jpeg(side: u16, scans: usize) -> Vec<u8> {
+    let blocks = (side as usize).div_ceil(8).pow(2);
+    let mut out = vec![0xFF, 0xD8];
+    let mut segment = |out: &mut Vec<u8>, marker: u8, body: &[u8]| {
+        out.extend_from_slice(&[0xFF, marker]);
+        out.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(body);
+    };
+    segment(&mut out, 0xDB, &[[0u8].as_slice(), &[1u8; 64]].concat());
+    let [h0, h1] = side.to_be_bytes();
+    segment(&mut out, 0xC2, &[8, h0, h1, h0, h1, 1, 1, 0x11, 0]);
+    // DC table 0: one 1-bit code for category 0; AC table 0: one 1-bit code
+    // for EOB run class 14 (runs of 16384..32767 blocks).
+    let mut counts = [0u8; 16];
+    counts[0] = 1;
+    segment(
+        &mut out,
+        0xC4,
+        &[[0x00].as_slice(), &counts, &[0x00]].concat(),
+    );
+    segment(
+        &mut out,
+        0xC4,
+        &[[0x10].as_slice(), &counts, &[0xE0]].concat(),
+    );
+    segment(&mut out, 0xDA, &[1, 1, 0x00, 0, 0, 0]);
+    out.extend(std::iter::repeat_n(0u8, blocks.div_ceil(8)));
+    // Each AC scan: runs of 32767 blocks (code 0, 14 one-bits), padded with ones.
+    let runs = blocks.div_ceil(32767);
+    let mut bits = Vec::new();
+    for _ in 0..runs {
+        bits.push(false);
+        bits.extend(std::iter::repeat_n(true, 14));
+    }
+    while bits.len() % 8 != 0 {
+        bits.push(true);
+    }
+    let mut data = Vec::new();
+    for byte in bits.chunks(8) {
+        let b = byte.iter().fold(0u8, |acc, &bit| (acc << 1) | bit as u8);
+        data.push(b);
+        if b == 0xFF {
+            data.push(0x00);
+        }
+    }
+    for _ in 1..scans {
+        segment(&mut out, 0xDA, &[1, 1, 0x00, 1, 63, 0]);
+        out.extend_from_slice(&data);
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+/// A PNG declaring `side`×`side` 16-bit RGBA (8 bytes a pixel decoded) that
+/// compresses to a few hundred KB.
+fn deep_png(side: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side, side);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Sixteen);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&vec![0x80u8; side as usize * side as usize * 8])
+        .unwrap();
+    w.finish().unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_scans_are_refused_at_once_and_the_next_compare_is_served() {
+    let s = server(Backend::Sqlite);
+    let org = s.org(10).await;
+    let hostile = many_scan_jpeg(8000, 10_000);
+    assert!(hostile.len() < 2 << 20, "{} bytes", hostile.len());
+
+    let started = Instant::now();
+    let r = s
+        .compare_multipart(&org.key, &file(&hostile), &file(&hostile))
+        .await;
+    let took = started.elapsed();
+    let v = r.assert_error(400, "image_too_complex", Some("source"));
+    assert!(v["message"].as_str().unwrap().contains("scans"), "{v}");
+    // Minutes before the survey; generous for a loaded debug build.
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+
+    let photo = fixture("obama.jpg");
+    let ok = s
+        .compare_multipart(&org.key, &file(&photo), &file(&fixture("obama2.jpg")))
+        .await
+        .assert_compare_ok();
+    assert_eq!(ok["isMatch"], true, "{ok}");
+    assert_eq!(s.balance(&org).await, 9, "only the good compare is charged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_png_is_streamed_not_refused() {
+    let s = server(Backend::Sqlite);
+    let org = s.org(10).await;
+    // 4000×4000 16-bit RGBA: 128 MB decoded whole, a few MB streamed.
+    let deep = deep_png(4000);
+    let v = s
+        .compare_multipart(&org.key, &file(&deep), &file(&fixture("obama.jpg")))
+        .await
+        .assert_compare_ok();
+    assert_eq!(v["sourceFaceDetected"], false, "{v}");
+    assert_eq!(v["targetFaceDetected"], true, "{v}");
+}
