@@ -172,3 +172,51 @@ async fn postgres_stopped_and_started_under_load() {
         start_tokens - 1 - ok - retried_ok
     );
 }
+
+/// Two first starts of the embedded default (no database URL: SQLite in
+/// `data/` under the working folder) at the same moment: both serve, on one
+/// database with one `default` organisation, and only one prints a key.
+/// Whether the two really collide in the migrations varies from run to run
+/// (about one in four here), so it is tried a few times.
+#[test]
+fn two_first_starts_of_the_embedded_default_at_once() {
+    for _ in 0..4 {
+        first_starts_at_once();
+    }
+}
+
+fn first_starts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts: Vec<_> = (0..2)
+        .map(|_| {
+            let opts = ServerOptions {
+                db_url: None,
+                cwd: Some(dir.path().to_path_buf()),
+                env: Vec::new(),
+            };
+            std::thread::spawn(move || common::spawn_server(opts))
+        })
+        .collect();
+    let servers: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    let banners = servers
+        .iter()
+        .filter(|s| {
+            s.stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("Created organisation `default`"))
+        })
+        .count();
+    assert_eq!(
+        banners, 1,
+        "exactly one start creates the org and prints its key"
+    );
+    let db = format!("sqlite://{}/data/facecompare.db", dir.path().display());
+    let orgs = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::cli_json(&db, &["org", "list", "--json"]));
+    let orgs = orgs.as_array().expect("org list");
+    assert_eq!(orgs.len(), 1, "{orgs:?}");
+    assert_eq!(orgs[0]["name"], "default");
+}
