@@ -220,3 +220,41 @@ fn first_starts_at_once() {
     assert_eq!(orgs.len(), 1, "{orgs:?}");
     assert_eq!(orgs[0]["name"], "default");
 }
+
+/// A reservation whose release never arrived ends with its lease: the key is
+/// in progress while the lease runs, and taken over once it has run out.
+#[tokio::test]
+async fn an_unreleased_idempotency_reservation_ends_with_its_lease() {
+    use facecompare::accounts::{Accounts, IdempotencyBegin, NewOrg};
+    let url = common::fresh_database(common::Backend::Sqlite, "lease");
+    let acc = Accounts::connect(&url).await.unwrap();
+    acc.migrate().await.unwrap();
+    let org = acc
+        .create_org(NewOrg {
+            name: "lease".into(),
+            tokens: 0,
+            s3_prefix: None,
+            rate_limit: facecompare::config::RateLimit::parse("10/s").unwrap(),
+            threshold: None,
+        })
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(300);
+    let begin = || acc.idempotency_begin_leased(&org.id, "k", "fp", lease);
+    assert!(matches!(begin().await.unwrap(), IdempotencyBegin::New));
+    assert!(matches!(
+        begin().await.unwrap(),
+        IdempotencyBegin::InProgress
+    ));
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    assert!(matches!(begin().await.unwrap(), IdempotencyBegin::New));
+    // A finished key replays, lease or not.
+    acc.idempotency_finish(&org.id, "k", 200, "{}")
+        .await
+        .unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    assert!(matches!(
+        begin().await.unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
+}
