@@ -19,6 +19,16 @@ use std::{
 
 use common::{Input, Server, ServerOptions, file, fixture, pg_cluster::PgCluster};
 
+/// These tests start (and stop) their own processes; against a running stack
+/// (`FACECOMPARE_TEST_BASE_URL`, the compose `tests` service) they are skipped.
+fn own_processes_or_skip() -> bool {
+    if common::external_base().is_some() {
+        eprintln!("SKIPPED: this test starts its own server and database, not a running stack's");
+        return false;
+    }
+    true
+}
+
 /// One answer of the client loops: status, error code, Retry-After, and the key sent.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -47,6 +57,9 @@ async fn compare(server: &Server, api_key: &str, idem: &str, a: &Input, b: &Inpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_under_load() {
+    if !own_processes_or_skip() {
+        return;
+    }
     let Some(pg) = PgCluster::start() else {
         return;
     };
@@ -180,6 +193,9 @@ async fn postgres_stopped_and_started_under_load() {
 /// (about one in four here), so it is tried a few times.
 #[test]
 fn two_first_starts_of_the_embedded_default_at_once() {
+    if !own_processes_or_skip() {
+        return;
+    }
     for _ in 0..4 {
         first_starts_at_once();
     }
