@@ -417,7 +417,9 @@ async fn keys_outside_the_org_are_forbidden_and_free() {
     let face = fixture("obama.jpg");
     let own = format!("{}face.jpg", acme.prefix);
     let theirs = format!("{}face.jpg", other.prefix);
-    let other_bucket = format!("{}-other", stack.bucket);
+    // Unique per run and removed at the end: a rerun against the same store
+    // (the compose `tests` service) must not find it taken.
+    let other_bucket = format!("{}-{}", stack.bucket, unique_name("other"));
     stack.put(&stack.bucket, &own, face.clone()).await;
     stack.put(&stack.bucket, &theirs, face.clone()).await;
     stack
@@ -481,6 +483,21 @@ async fn keys_outside_the_org_are_forbidden_and_free() {
         before,
         "refused requests must not cost tokens"
     );
+    stack
+        .s3
+        .delete_object()
+        .bucket(&other_bucket)
+        .key(&own)
+        .send()
+        .await
+        .expect("delete the object in the second bucket");
+    stack
+        .s3
+        .delete_bucket()
+        .bucket(&other_bucket)
+        .send()
+        .await
+        .expect("delete the second bucket");
 }
 
 /// An object over 15 MB is refused with 400 `image_too_large` from its size

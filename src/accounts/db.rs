@@ -11,6 +11,13 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// How long a SQLite writer waits for the write lock before "database is locked".
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
+/// How long a request waits for a PostgreSQL connection (pool full, or the
+/// server down and refusing connections) before it is answered 503.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts at applying migrations: a concurrent first start (another process
+/// on the same empty database) makes one attempt fail on tables the other
+/// just created; the next attempt finds them recorded and applies nothing.
+const MIGRATE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -59,9 +66,15 @@ impl Accounts {
 
         let backend = Backend::from_url(url)?;
         let pool = match backend {
+            // During an outage a request fails after POSTGRES_ACQUIRE_TIMEOUT (503
+            // `database_unavailable`) instead of hanging until its own timeout; each
+            // pooled connection is pinged before use, so the ones the restart broke
+            // are dropped and new ones opened as soon as PostgreSQL is back.
             Backend::Postgres => AnyPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+                .test_before_acquire(true)
+                .idle_timeout(Duration::from_secs(300))
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?,
@@ -121,11 +134,18 @@ impl Accounts {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .context("applying database migrations")?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < MIGRATE_ATTEMPTS => {
+                    tracing::info!(error = %e, attempt, "migrations failed; retrying (concurrent first start?)");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e).context("applying database migrations"),
+            }
+        }
     }
 
     /// Cheap round trip for /readyz.

@@ -3,7 +3,14 @@
 //! `begin` reserves the key with one atomic upsert that also takes over an
 //! expired record or a pending one whose request died (crash, lost
 //! connection), so two concurrent first uses can never both win.
-use std::sync::atomic::{AtomicI64, Ordering};
+//!
+//! A reservation is a lease: it ends when its request releases it (`finish`
+//! or `abandon`), or at `lease_until` (the request timeout plus a margin)
+//! when the release never arrives, so a retry after a failure runs again.
+use std::{
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
 
 use sqlx::Row;
 
@@ -11,21 +18,46 @@ use super::{Accounts, AccountsError, IdempotencyBegin, now_ms};
 
 /// How long a finished response is replayed.
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
-/// A reservation older than this is treated as abandoned (longer than any request may run).
+/// A reservation older than this is treated as abandoned whatever its lease
+/// says (the cap on any lease, and the rule for rows written without one).
 pub const PENDING_TIMEOUT_MS: i64 = 5 * 60 * 1000;
+/// Added to the request timeout for a reservation's lease: covers the charge
+/// and the stored response after the deadline, and clock skew between replicas.
+pub const IDEMPOTENCY_LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// How long a release keeps retrying while the database is unreachable; the
+/// lease ends the reservation anyway by then.
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(120);
 /// Expired rows are deleted at most this often per process.
 const PURGE_EVERY_MS: i64 = 60 * 1000;
 
 static LAST_PURGE_MS: AtomicI64 = AtomicI64::new(0);
 
 impl Accounts {
+    /// [`Self::idempotency_begin_leased`] with the longest lease.
     pub async fn idempotency_begin(
         &self,
         org_id: &str,
         key: &str,
         fingerprint: &str,
     ) -> Result<IdempotencyBegin, AccountsError> {
+        let lease = Duration::from_millis(PENDING_TIMEOUT_MS as u64);
+        self.idempotency_begin_leased(org_id, key, fingerprint, lease)
+            .await
+    }
+
+    /// Reserves `key` for `lease` (the request's timeout plus
+    /// [`IDEMPOTENCY_LEASE_MARGIN`]), or says why not.
+    pub async fn idempotency_begin_leased(
+        &self,
+        org_id: &str,
+        key: &str,
+        fingerprint: &str,
+        lease: Duration,
+    ) -> Result<IdempotencyBegin, AccountsError> {
         let now = now_ms();
+        let lease_ms = i64::try_from(lease.as_millis())
+            .unwrap_or(PENDING_TIMEOUT_MS)
+            .min(PENDING_TIMEOUT_MS);
         self.purge_expired_idempotency_lazily(now).await;
         let expired_before = now - RETENTION_MS;
         let stale_before = now - PENDING_TIMEOUT_MS;
@@ -34,11 +66,12 @@ impl Accounts {
         for _ in 0..3 {
             // A row for this key exists already unless the upsert touched one.
             let reserved = sqlx::query(
-                "INSERT INTO idempotency (org_id, idem_key, fingerprint, state, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'pending', $4, $4) \
+                "INSERT INTO idempotency (org_id, idem_key, fingerprint, state, created_at, updated_at, lease_until) \
+                 VALUES ($1, $2, $3, 'pending', $4, $4, $7) \
                  ON CONFLICT (org_id, idem_key) DO UPDATE \
-                 SET fingerprint = $3, state = 'pending', status = NULL, body = NULL, created_at = $4, updated_at = $4 \
-                 WHERE idempotency.created_at < $5 OR (idempotency.state = 'pending' AND idempotency.updated_at < $6)",
+                 SET fingerprint = $3, state = 'pending', status = NULL, body = NULL, created_at = $4, updated_at = $4, lease_until = $7 \
+                 WHERE idempotency.created_at < $5 OR (idempotency.state = 'pending' AND \
+                   (idempotency.updated_at < $6 OR (idempotency.lease_until > 0 AND idempotency.lease_until < $4)))",
             )
             .bind(org_id)
             .bind(key)
@@ -46,6 +79,7 @@ impl Accounts {
             .bind(now)
             .bind(expired_before)
             .bind(stale_before)
+            .bind(now + lease_ms)
             .execute(&self.pool)
             .await?
             .rows_affected()
@@ -103,15 +137,37 @@ impl Accounts {
     }
 
     /// Releases a reserved key after a failure, so a retry runs again.
+    ///
+    /// While the database is unreachable (the failure was often the outage
+    /// itself) it keeps retrying with backoff, so the key is free within a
+    /// second or two of the database coming back rather than when the lease
+    /// runs out. Only a reservation made before the release began is deleted:
+    /// a later one (a takeover after the lease) belongs to another request.
     pub async fn idempotency_abandon(&self, org_id: &str, key: &str) -> Result<(), AccountsError> {
-        sqlx::query(
-            "DELETE FROM idempotency WHERE org_id = $1 AND idem_key = $2 AND state = 'pending'",
-        )
-        .bind(org_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let released_at = now_ms();
+        let give_up = std::time::Instant::now() + RELEASE_RETRY_FOR;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM idempotency WHERE org_id = $1 AND idem_key = $2 AND state = 'pending' AND created_at <= $3",
+            )
+            .bind(org_id)
+            .bind(key)
+            .bind(released_at)
+            .execute(&self.pool)
+            .await;
+            match done {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let e = AccountsError::from(e);
+                    if !e.is_transient() || std::time::Instant::now() + backoff > give_up {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// Deletes records past their retention; returns how many.

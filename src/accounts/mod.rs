@@ -20,6 +20,17 @@ pub enum AccountsError {
     Db(#[from] sqlx::Error),
 }
 
+impl AccountsError {
+    /// Whether the database was unreachable or busy rather than the request
+    /// wrong: a retry after a pause can succeed (the API answers 503).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AccountsError::Db(e) => transient::is_transient(e),
+            _ => false,
+        }
+    }
+}
+
 /// An organisation as the API and CLI see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Org {
@@ -113,8 +124,10 @@ mod keys;
 mod ledger;
 mod orgs;
 mod rate_limit;
+mod transient;
 
 pub use db::Backend;
+pub use idempotency::IDEMPOTENCY_LEASE_MARGIN;
 
 /// Wall-clock time as unix milliseconds (how every timestamp is stored).
 fn now_ms() -> i64 {

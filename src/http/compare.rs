@@ -199,7 +199,12 @@ async fn process(
         None => None,
         Some(key) => match state
             .accounts
-            .idempotency_begin(&org.id, &key, &inputs.fingerprint())
+            .idempotency_begin_leased(
+                &org.id,
+                &key,
+                &inputs.fingerprint(),
+                state.config.request_timeout + crate::accounts::IDEMPOTENCY_LEASE_MARGIN,
+            )
             .await?
         {
             IdempotencyBegin::New => Some(Reservation {

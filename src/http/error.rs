@@ -148,8 +148,21 @@ impl From<FacesError> for ApiError {
     }
 }
 
+/// Seconds a client should wait after `database_unavailable`: long enough
+/// for a restart or failover to make progress, short enough to notice it.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
 impl From<AccountsError> for ApiError {
     fn from(e: AccountsError) -> Self {
+        if e.is_transient() {
+            // An outage is expected and retryable, not a bug: 503, logged as a warning.
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::unavailable(
+                "database_unavailable",
+                "the database is unavailable; nothing was charged, retry shortly",
+                DATABASE_RETRY_AFTER_SECS,
+            );
+        }
         Self::internal(format!("accounts: {e}"))
     }
 }
@@ -221,6 +234,12 @@ mod tests {
         let r = ApiError::from(FacesError::Overloaded).into_response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
+        let r = ApiError::from(AccountsError::Db(sqlx::Error::PoolTimedOut)).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert_eq!(body_of(r).await["error"], "database_unavailable");
+        let r = ApiError::from(AccountsError::Db(sqlx::Error::RowNotFound)).into_response();
+        assert_eq!(r.status(), 500);
         let r = ApiError::rate_limited("2/min", 0).into_response();
         assert_eq!(
             (r.status().as_u16(), &r.headers()["retry-after"]),

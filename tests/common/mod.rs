@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod pg_cluster;
 
 use std::{
     io::{BufRead, BufReader, Read},
