@@ -74,6 +74,7 @@ async fn embedded_default_prints_a_working_key_once() {
         db_url: None,
         cwd: Some(dir.path().to_path_buf()),
         env: Vec::new(),
+        fd_limit: None,
     };
     let key = {
         let s = spawn_server(opts.clone());
@@ -156,6 +157,7 @@ async fn failed_first_start_keeps_the_default_key_for_the_next() {
         db_url: None,
         cwd: Some(dir.path().to_path_buf()),
         env: Vec::new(),
+        fd_limit: None,
     });
     let banner = s.stdout.lock().unwrap().join("\n");
     assert!(
