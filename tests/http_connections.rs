@@ -122,14 +122,31 @@ async fn floods_do_not_lock_out_health_or_compares() {
 
     // A flood far above the descriptor limit.
     let started = Instant::now();
-    let mut flood: Vec<TcpStream> = Vec::with_capacity(FLOOD);
-    for i in 0..FLOOD {
-        let mut c = TcpStream::connect(&a).unwrap_or_else(|e| panic!("connect #{i}: {e}"));
-        if i % 2 == 0 {
-            c.write_all(b"POST /v1/face/compare HTTP/1.1\r\n").unwrap();
-        }
-        flood.push(c);
-    }
+    // From several threads: on a loaded machine a dropped SYN costs a 1 s
+    // retransmit, and a single thread would wait out each one in turn.
+    let mut flood: Vec<TcpStream> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let a = &a;
+                scope.spawn(move || {
+                    (0..FLOOD / 8)
+                        .map(|i| {
+                            let mut c = TcpStream::connect(a)
+                                .unwrap_or_else(|e| panic!("connect #{t}/{i}: {e}"));
+                            if i % 2 == 0 {
+                                c.write_all(b"POST /v1/face/compare HTTP/1.1\r\n").unwrap();
+                            }
+                            c
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
     let opened = started.elapsed();
     let (status, health_latency) = get(&a, "/healthz");
     assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
