@@ -248,16 +248,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let metrics = match metrics_listener {
-        Some(l) => Some(tokio::spawn(server::run(
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(server::run(
             l,
             metrics_router(state.clone()),
             limits,
             stopped(),
             drain_timeout,
-        ))),
-        None => None,
-    };
+        ))
+    });
     let main = server::run(listener, app, limits, stopped(), drain_timeout);
     tokio::spawn(async move {
         shutdown_signal().await;
