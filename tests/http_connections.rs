@@ -15,7 +15,7 @@ use common::{Backend, ServerOptions, file, fixture, spawn_server};
 
 /// The server's descriptor limit: with the default reserve the cap is 192.
 const FD_LIMIT: u64 = 256;
-const FLOOD: usize = 3000;
+const FLOOD: usize = 2000;
 
 /// Raises this test process's own soft descriptor limit: the flood needs
 /// more than the usual 1024.
