@@ -267,8 +267,11 @@ pub async fn run(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // EMFILE and the like: make room and retry shortly
-                    // instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // instead of spinning. Descriptor exhaustion is reported
+                    // by the (rate-limited) cap warning, not once per accept.
+                    if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     registry.admit(&ConnLimits { max_connections: 0, ..limits });
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
