@@ -78,6 +78,12 @@ pub struct Config {
     pub default_org_tokens: i64,
     pub request_timeout: Duration,
     pub log_json: bool,
+    /// Connections (README "Connections"). None: sized to the descriptor limit.
+    pub max_connections: Option<usize>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// When set, `/metrics` is served only on this address, not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -156,6 +162,23 @@ impl Config {
                 30u64,
             )?),
             log_json: matches!(var("FACECOMPARE_LOG_FORMAT").as_deref(), Some("json")),
+            max_connections: match var("FACECOMPARE_MAX_CONNECTIONS") {
+                None => None,
+                Some(_) => Some(parse_var("FACECOMPARE_MAX_CONNECTIONS", 0usize)?.max(1)),
+            },
+            header_timeout: Duration::from_millis(
+                parse_var("FACECOMPARE_HEADER_TIMEOUT_MS", 10_000u64)?.max(1),
+            ),
+            idle_timeout: Duration::from_millis(
+                parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
+            ),
+            metrics_listen: match var("FACECOMPARE_METRICS_LISTEN") {
+                None => None,
+                Some(_) => Some(parse_var(
+                    "FACECOMPARE_METRICS_LISTEN",
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                )?),
+            },
         })
     }
 }

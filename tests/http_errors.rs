@@ -331,3 +331,56 @@ async fn request_ids_are_honoured_or_generated() {
     let v = r.assert_error(401, "unauthorized", None);
     assert_eq!(v["requestId"], "trace-7");
 }
+
+/// A multipart *file* part is raw image bytes: a text file uploaded as
+/// `source` is `unsupported_image_format`, not an S3 key; the same text as a
+/// plain field keeps the string rules. Upper-case `NAME=`/`FILENAME=` and a
+/// JSON byte-order mark are accepted as common servers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_parts_case_insensitive_dispositions_and_json_bom() {
+    let s = s();
+    let org = s.org(5).await;
+    let k = org.key.as_str();
+    let face = fixture("obama.jpg");
+    let r = s
+        .compare_multipart(k, &file(b"orgs/someone/else.jpg"), &file(&face))
+        .await;
+    r.assert_error(400, "unsupported_image_format", Some("source"));
+    // As a text part the same string is an S3 key again.
+    let r = s
+        .compare_multipart(k, &text("orgs/someone/else.jpg"), &file(&face))
+        .await;
+    assert_ne!(r.json()["error"], "unsupported_image_format", "{}", r.text);
+
+    let mut body = Vec::new();
+    for (name, file_name) in [("source", "a.jpg"), ("target", "b.jpg")] {
+        body.extend_from_slice(
+            format!(
+                "--B\r\nContent-Disposition: FORM-DATA; NAME=\"{name}\"; FILENAME=\"{file_name}\"\r\n\
+                 Content-Type: image/jpeg\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&face);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--B--\r\n");
+    s.post_raw(k, "multipart/form-data; boundary=B", body, &[])
+        .await
+        .assert_compare_ok();
+
+    let b64 = |b: &[u8]| match b64(b) {
+        common::Input::Text(t) => t,
+        common::Input::File(_) => unreachable!(),
+    };
+    let mut json = b"\xEF\xBB\xBF".to_vec();
+    json.extend_from_slice(
+        serde_json::json!({"source": b64(&face), "target": b64(&face)})
+            .to_string()
+            .as_bytes(),
+    );
+    s.post_raw(k, "application/json", json, &[])
+        .await
+        .assert_compare_ok();
+    assert_eq!(s.balance(&org).await, 3, "two compares charged, no refusal");
+}

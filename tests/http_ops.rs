@@ -74,6 +74,7 @@ async fn embedded_default_prints_a_working_key_once() {
         db_url: None,
         cwd: Some(dir.path().to_path_buf()),
         env: Vec::new(),
+        fd_limit: None,
     };
     let key = {
         let s = spawn_server(opts.clone());
@@ -156,6 +157,7 @@ async fn failed_first_start_keeps_the_default_key_for_the_next() {
         db_url: None,
         cwd: Some(dir.path().to_path_buf()),
         env: Vec::new(),
+        fd_limit: None,
     });
     let banner = s.stdout.lock().unwrap().join("\n");
     assert!(
@@ -351,4 +353,35 @@ async fn stalled_upload_times_out() {
         "{response}"
     );
     assert_eq!(s.balance(&org).await, 5);
+}
+
+/// `FACECOMPARE_METRICS_LISTEN`: `/metrics` moves to its own address and is
+/// gone from the public port; the public routes stay where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_on_a_separate_address() {
+    let s = spawn_server(
+        ServerOptions::new(&common::fresh_database(Backend::Sqlite, "metrics-listen"))
+            .env("FACECOMPARE_METRICS_LISTEN", "127.0.0.1:0"),
+    );
+    let metrics_url = s
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on ").map(|u| u.trim().to_string()))
+        .expect("the metrics address is printed");
+    assert_eq!(s.get("/metrics").await.status, 404);
+    assert_eq!(s.get("/healthz").await.status, 200);
+    let r = common::client().get(&metrics_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics-text")
+    );
+    assert!(r.text().await.unwrap().contains("facecompare_requests"));
+    let other = metrics_url.replace("/metrics", "/healthz");
+    let r = common::client().get(&other).send().await.unwrap();
+    assert_eq!(r.status(), 404, "only /metrics on the metrics address");
 }

@@ -4,6 +4,7 @@
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! - [`server`]: the accept loop (connection cap, timeouts, graceful shutdown).
 use std::{
     io::Write as _,
     sync::Arc,
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod compare;
 pub mod error;
 pub mod ops;
+pub mod server;
 
 use error::{ApiError, REQUEST_ID};
 
@@ -60,12 +62,24 @@ const ROUTES: [&str; 5] = [
 ];
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/v1/face/compare", post(compare::compare))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(ops::openapi));
+    if state.config.metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(ops::metrics));
+    }
+    with_layers(routes, state)
+}
+
+/// `/metrics` alone, for `FACECOMPARE_METRICS_LISTEN`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    with_layers(Router::new().route("/metrics", get(ops::metrics)), state)
+}
+
+fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Inner to outer: a panic becomes a JSON 500 inside the request-id scope.
@@ -152,9 +166,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .transpose()
         .context("S3 configuration")?;
 
+    let fd_limit = server::raise_fd_limit();
+    let limits = server::ConnLimits {
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| server::default_max_connections(fd_limit)),
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding FACECOMPARE_METRICS_LISTEN {addr}"))?,
+        ),
+        None => None,
+    };
     let accounts = Accounts::connect(&config.database_url)
         .await
         .context("connecting to the database")?;
@@ -191,29 +221,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         s3,
         metrics: Metrics::new(),
     });
-    let app = router(state);
+    let app = router(state.clone());
 
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, "listening");
+    tracing::info!(
+        %addr,
+        fd_limit,
+        max_connections = limits.max_connections,
+        "listening"
+    );
+    if let Some(l) = &metrics_listener {
+        let maddr = l.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{maddr}/metrics")?;
+        out.flush()?;
+    }
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(server::run(
+            l,
+            metrics_router(state.clone()),
+            limits,
+            stopped(),
+            drain_timeout,
+        ))
+    });
+    let main = server::run(listener, app, limits, stopped(), drain_timeout);
+    tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
     });
-    // Draining waits for in-flight requests, but not forever.
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(drain_timeout).await;
-    };
-    tokio::select! {
-        result = server => result.context("HTTP server")?,
-        () = deadline => tracing::warn!("drain timeout: closing remaining connections"),
+    main.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -7,9 +7,14 @@
 //!   message lists the names that were sent, so a typo is easy to spot.
 //! - A field sent twice is refused (`duplicate_field`): which one would win is
 //!   not obvious.
-//! - Every multipart part is sniffed: bytes with an image signature are an
-//!   image whatever the part's filename or content type; other UTF-8 content
-//!   is classified like a JSON string (base64, data URI, S3 key).
+//! - A multipart part with a filename is a file: raw image bytes, sniffed
+//!   for a signature; anything else is `unsupported_image_format` (a text
+//!   file uploaded by mistake is never read as an S3 key). A part without a
+//!   filename is sniffed too: an image signature makes it an image, other
+//!   UTF-8 content is classified like a JSON string (base64, data URI, S3 key).
+//! - Parameter names in `Content-Disposition` are case-insensitive
+//!   (`NAME=`, `FILENAME=`), as RFC 7578/6266 say; a JSON body may start
+//!   with a UTF-8 byte-order mark.
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -89,6 +94,11 @@ async fn read_json(body: Body) -> Result<CompareInputs, InputError> {
         buf.extend_from_slice(&chunk);
     }
     let buf = buf.freeze();
+    // Some Windows tools prefix a byte-order mark; JSON parsers widely accept it.
+    let buf = match buf.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(_) => buf.slice(3..),
+        None => buf,
+    };
     let (source, target) = tokio::task::spawn_blocking(move || parse_json(&buf))
         .await
         .map_err(|_| InputError::InvalidBody {
@@ -229,12 +239,21 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
         .size_limit(multer::SizeLimit::new().whole_stream(MAX_BODY_BYTES as u64));
     let mut mp =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let mut source: Option<Bytes> = None;
-    let mut target: Option<Bytes> = None;
+    let mut source: Option<(Bytes, bool)> = None;
+    let mut target: Option<(Bytes, bool)> = None;
     let mut others: Vec<String> = Vec::new();
     let parts = async {
         while let Some(mut part) = mp.next_field().await.map_err(map_multer)? {
-            let (slot, field) = match part.name() {
+            // multer matches `name=` case-sensitively: read the header ourselves.
+            let disposition = part
+                .headers()
+                .get(http::header::CONTENT_DISPOSITION)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            let name = disposition_param(&disposition, "name");
+            let is_file = disposition_param(&disposition, "filename").is_some()
+                || disposition_param(&disposition, "filename*").is_some();
+            let (slot, field) = match name.as_deref() {
                 Some("source") => (&mut source, "source"),
                 Some("target") => (&mut target, "target"),
                 name => {
@@ -252,7 +271,7 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
                     field: field.into(),
                 });
             }
-            *slot = Some(read_part(field, &mut part).await?);
+            *slot = Some((read_part(field, &mut part).await?, is_file));
         }
         Ok(())
     };
@@ -275,9 +294,50 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
     };
     let source = source.ok_or_else(|| missing("source"))?;
     let target = target.ok_or_else(|| missing("target"))?;
-    let source = classify_part("source", source).await?;
-    let target = classify_part("target", target).await?;
+    let source = classify_part("source", source.0, source.1).await?;
+    let target = classify_part("target", target.0, target.1).await?;
     Ok(CompareInputs { source, target })
+}
+
+/// A `Content-Disposition` parameter, its name matched case-insensitively;
+/// the value quoted (with `\` escapes) or a bare token.
+fn disposition_param(header: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut rest = text.split_once(';')?.1;
+    loop {
+        let (k, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, e)) = chars.next() {
+                            value.push(e);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            let next = quoted[end..].split_once(';').map(|(_, n)| n);
+            (value, next)
+        } else {
+            match after.split_once(';') {
+                Some((v, n)) => (v.trim().to_string(), Some(n)),
+                None => (after.trim().to_string(), None),
+            }
+        };
+        if k.trim().eq_ignore_ascii_case(key) {
+            return Some(value);
+        }
+        rest = next?;
+    }
 }
 
 /// Buffers one part up to its limit: 15 MB once its bytes show an image
@@ -311,7 +371,11 @@ async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, I
     Ok(buf.freeze())
 }
 
-async fn classify_part(field: &'static str, data: Bytes) -> Result<ImageInput, InputError> {
+async fn classify_part(
+    field: &'static str,
+    data: Bytes,
+    is_file: bool,
+) -> Result<ImageInput, InputError> {
     if data.is_empty() {
         return Err(InputError::EmptyField {
             field: field.into(),
@@ -325,6 +389,12 @@ async fn classify_part(field: &'static str, data: Bytes) -> Result<ImageInput, I
             });
         }
         return Ok(ImageInput::Bytes(data));
+    }
+    if is_file {
+        return Err(InputError::UnsupportedImageFormat {
+            field: field.into(),
+            detected: None,
+        });
     }
     match String::from_utf8(data.to_vec()) {
         Ok(s) => classify_owned(field, s).await,
@@ -526,6 +596,72 @@ mod tests {
             (e.code(), e.field()),
             ("unsupported_image_format", Some("target"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_part_is_raw_bytes_never_text() {
+        let ct = "multipart/form-data; boundary=B";
+        let e = parse(
+            ct,
+            multipart(
+                "B",
+                &[
+                    ("source", Some("notes.txt"), b"orgs/a/1.jpg"),
+                    ("target", None, b"orgs/a/2.jpg"),
+                ],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (e.code(), e.field()),
+            ("unsupported_image_format", Some("source"))
+        );
+        // The same text without a filename keeps the string rules.
+        let got = parse(
+            ct,
+            multipart(
+                "B",
+                &[
+                    ("source", None, b"orgs/a/1.jpg"),
+                    ("target", None, b"orgs/a/2.jpg"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.source, ImageInput::S3("orgs/a/1.jpg".into()));
+    }
+
+    #[tokio::test]
+    async fn upper_case_disposition_parameters_and_json_bom_are_accepted() {
+        let body = b"--B\r\nContent-Disposition: form-data; NAME=\"source\"; FILENAME=\"a.txt\"\r\n\r\nhello\r\n\
+--B\r\ncontent-disposition: FORM-DATA; Name=target\r\n\r\norgs/a/2.jpg\r\n--B--\r\n"
+            .to_vec();
+        let e = parse("multipart/form-data; boundary=B", body)
+            .await
+            .unwrap_err();
+        // Found by its upper-case name, and a file (upper-case FILENAME).
+        assert_eq!(
+            (e.code(), e.field()),
+            ("unsupported_image_format", Some("source"))
+        );
+        let mut json = b"\xEF\xBB\xBF".to_vec();
+        json.extend_from_slice(br#"{"source": "orgs/a/1.jpg", "target": "orgs/a/2.jpg"}"#);
+        let got = parse("application/json", json).await.unwrap();
+        assert_eq!(got.target, ImageInput::S3("orgs/a/2.jpg".into()));
+    }
+
+    #[test]
+    fn disposition_params() {
+        let h = br#"form-data; name="a;b\"c"; FileName = x.jpg"#;
+        assert_eq!(disposition_param(h, "name").as_deref(), Some("a;b\"c"));
+        assert_eq!(disposition_param(h, "filename").as_deref(), Some("x.jpg"));
+        assert_eq!(
+            disposition_param(b"form-data; filename=\"f\"", "name"),
+            None
+        );
+        assert_eq!(disposition_param(b"form-data", "name"), None);
     }
 
     #[tokio::test]

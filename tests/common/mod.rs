@@ -117,6 +117,8 @@ pub struct ServerOptions {
     pub db_url: Option<String>,
     pub cwd: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft and hard) for the process, set before exec.
+    pub fd_limit: Option<u64>,
 }
 
 impl ServerOptions {
@@ -125,7 +127,13 @@ impl ServerOptions {
             db_url: Some(db_url.to_string()),
             cwd: None,
             env: Vec::new(),
+            fd_limit: None,
         }
+    }
+
+    pub fn fd_limit(mut self, n: u64) -> Self {
+        self.fd_limit = Some(n);
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -248,11 +256,21 @@ fn start_process(opts: &ServerOptions) -> (Child, Server) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file));
-    // SAFETY: prctl in the forked child before exec; async-signal-safe.
+    // SAFETY: prctl and setrlimit in the forked child before exec; async-signal-safe.
+    let fd_limit = opts.fd_limit;
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(n) = fd_limit {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
