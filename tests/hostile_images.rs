@@ -13,7 +13,7 @@ use common::{Backend, file, fixture, server};
 fn many_scan_jpeg(side: u16, scans: usize) -> Vec<u8> {
     let blocks = (side as usize).div_ceil(8).pow(2);
     let mut out = vec![0xFF, 0xD8];
-    let mut segment = |out: &mut Vec<u8>, marker: u8, body: &[u8]| {
+    let segment = |out: &mut Vec<u8>, marker: u8, body: &[u8]| {
         out.extend_from_slice(&[0xFF, marker]);
         out.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
         out.extend_from_slice(body);

@@ -209,6 +209,7 @@ fn first_starts_at_once() {
                 db_url: None,
                 cwd: Some(dir.path().to_path_buf()),
                 env: Vec::new(),
+                fd_limit: None,
             };
             std::thread::spawn(move || common::spawn_server(opts))
         })
