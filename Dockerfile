@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # facecompare image (SPEC §6).
 #
 #   docker build -t facecompare .                  # the server (runtime stage, the default)
