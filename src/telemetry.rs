@@ -62,6 +62,7 @@ pub struct Metrics {
     pub stages: Family<StageLabels, Histogram>,
     pub queue_depth: Gauge<i64, AtomicI64>,
     pub tokens_charged: Counter,
+    pub jobs_skipped: Counter,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -112,6 +113,12 @@ impl Metrics {
             "Tokens debited for successful compares",
             tokens_charged.clone(),
         );
+        let jobs_skipped = Counter::default();
+        registry.register(
+            "inference_jobs_skipped",
+            "Images dropped unanalysed because their request had given up (deadline passed, other image failed)",
+            jobs_skipped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -119,6 +126,7 @@ impl Metrics {
             stages,
             queue_depth,
             tokens_charged,
+            jobs_skipped,
         }
     }
 

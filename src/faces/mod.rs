@@ -199,15 +199,25 @@ impl Engine {
         // Both places at once: a compare is never half queued.
         let mut tp = self.pool.reserve(2).map_err(submit_error)?;
         let mut sp = tp.split_one();
-        let (s, t) = tokio::join!(
-            self.analyze_on(&mut sp, Side::Source, source, 1),
-            self.analyze_on(&mut tp, Side::Target, target, MAX_TARGET_FACES)
-        );
-        let ((s, sq), (t, tq)) = (s?, t?);
+        // A failed source ends the compare at once (the target's job, if not
+        // started, is dropped); a failed target still waits for the source,
+        // whose error is the one reported when both are bad.
+        let s_fut = self.analyze_on(&mut sp, Side::Source, source, 1);
+        let t_fut = self.analyze_on(&mut tp, Side::Target, target, MAX_TARGET_FACES);
+        tokio::pin!(s_fut, t_fut);
+        let ((s, sq), (t, tq)) = tokio::select! {
+            s = &mut s_fut => { let s = s?; (s, t_fut.await?) }
+            t = &mut t_fut => { let s = s_fut.await?; (s, t?) }
+        };
         let mut timings = StageTimings::default();
         timings.add(&s, sq);
         timings.add(&t, tq);
         Ok(score(&self.calibration, &s, &t, timings))
+    }
+
+    /// Images dropped unanalysed because their request had given up.
+    pub fn skipped_jobs(&self) -> u64 {
+        self.pool.skipped()
     }
 
     /// Requests waiting for a worker right now.

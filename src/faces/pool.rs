@@ -1,11 +1,13 @@
 //! The inference pool: a bounded queue feeding worker threads that each own
 //! their ONNX Runtime sessions. A burst waits in the queue instead of
-//! overcommitting the CPU; a full queue is refused at once.
+//! overcommitting the CPU; a full queue is refused at once. A job whose
+//! caller has stopped waiting (request deadline passed, the other image of
+//! the compare failed) is dropped when a worker takes it, not run.
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc::{self, Sender},
     },
     time::{Duration, Instant},
@@ -17,6 +19,8 @@ use tokio::sync::oneshot;
 use super::pipeline::{Analysis, AnalyzeError, Models};
 
 struct Job {
+    /// Set when the caller's future is dropped before the answer.
+    abandoned: Arc<AtomicBool>,
     bytes: Bytes,
     max_faces: usize,
     enqueued: Instant,
@@ -36,6 +40,19 @@ pub struct Pool {
     /// Images queued and not yet taken by a worker.
     depth: Arc<AtomicUsize>,
     capacity: usize,
+    /// Jobs dropped unrun because their caller had given up.
+    skipped: Arc<AtomicU64>,
+}
+
+/// Marks a job abandoned unless disarmed (the answer arrived).
+struct AbandonOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Queue places held for one request; given back if unused.
@@ -68,9 +85,11 @@ impl Pool {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
+        let skipped = Arc::new(AtomicU64::new(0));
         for (i, mut models) in models.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
             let depth = Arc::clone(&depth);
+            let skipped = Arc::clone(&skipped);
             std::thread::Builder::new()
                 .name(format!("faces-{i}"))
                 .spawn(move || {
@@ -81,6 +100,10 @@ impl Pool {
                             _ => return,
                         };
                         depth.fetch_sub(1, Ordering::Relaxed);
+                        if job.abandoned.load(Ordering::Relaxed) {
+                            skipped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         let waited = job.enqueued.elapsed();
                         let result = catch_unwind(AssertUnwindSafe(|| {
                             models.analyze(&job.bytes, job.max_faces)
@@ -99,6 +122,7 @@ impl Pool {
             tx,
             depth,
             capacity: capacity.max(2),
+            skipped,
         }
     }
 
@@ -124,8 +148,10 @@ impl Pool {
     ) -> Result<(Result<Analysis, AnalyzeError>, Duration), SubmitError> {
         assert!(place.left > 0, "a queue place is held for each image");
         let (reply, rx) = oneshot::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
         self.tx
             .send(Job {
+                abandoned: Arc::clone(&abandoned),
                 bytes,
                 max_faces,
                 enqueued: Instant::now(),
@@ -134,7 +160,15 @@ impl Pool {
             .map_err(|_| SubmitError::Stopped)?;
         // From here the worker gives the place back when it takes the job.
         place.left -= 1;
-        rx.await.map_err(|_| SubmitError::Stopped)
+        let mut guard = AbandonOnDrop(Some(abandoned));
+        let answer = rx.await.map_err(|_| SubmitError::Stopped);
+        guard.0 = None;
+        answer
+    }
+
+    /// Jobs dropped unrun so far because their caller had given up.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     pub fn depth(&self) -> usize {

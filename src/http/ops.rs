@@ -50,6 +50,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .queue_depth
         .set(state.engine.queue_depth() as i64);
+    let skipped = state.engine.skipped_jobs();
+    let seen = state.metrics.jobs_skipped.get();
+    state
+        .metrics
+        .jobs_skipped
+        .inc_by(skipped.saturating_sub(seen));
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
