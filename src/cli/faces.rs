@@ -365,3 +365,24 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_csv_with_and_without_the_child_column() {
+        let dir = std::env::temp_dir().join(format!("fc-pairs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("pairs.csv");
+        std::fs::write(&csv, "a,b,same,child\nx.jpg,y.jpg,0,1\nx.jpg,z.jpg,1,0\n").unwrap();
+        let p = read_pairs(&csv, &dir).unwrap();
+        assert!(p[0].child && !p[0].same);
+        assert!(!p[1].child && p[1].same);
+        std::fs::write(&csv, "a,b,same\nx.jpg,y.jpg,0\n").unwrap();
+        assert!(!read_pairs(&csv, &dir).unwrap()[0].child);
+        std::fs::write(&csv, "a,b,same,child\nx.jpg,y.jpg,0,maybe\n").unwrap();
+        assert!(read_pairs(&csv, &dir).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
