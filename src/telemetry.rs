@@ -54,6 +54,11 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+/// Pairs decided with a pack's child calibration (both faces estimated under
+/// the pack's `child_age_limit`). Global because the engine counts it, not HTTP.
+pub static CHILD_CALIBRATION_PAIRS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
 /// The server's metrics; encode with [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
@@ -119,6 +124,11 @@ impl Metrics {
             "Images dropped unanalysed because their request had given up (deadline passed, other image failed)",
             jobs_skipped.clone(),
         );
+        registry.register(
+            "child_calibration_pairs",
+            "Compares decided with the child calibration (both faces estimated children)",
+            CHILD_CALIBRATION_PAIRS.clone(),
+        );
         Self {
             registry,
             requests,
@@ -176,6 +186,7 @@ mod tests {
             "facecompare_stage_seconds_count{stage=\"detect\"} 1",
             "facecompare_inference_queue_depth 3",
             "facecompare_tokens_charged_total 2",
+            "facecompare_child_calibration_pairs_total",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

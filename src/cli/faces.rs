@@ -18,7 +18,8 @@ use super::{BenchArgs, CalibrateArgs, CompareArgs};
 use crate::{
     config::Config,
     faces::{
-        StageTimings, calibration,
+        StageTimings,
+        calibration::{self, Map, Policy},
         pack::Pack,
         pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models},
         score,
@@ -49,12 +50,33 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let mut models = Models::new(&pack, config.intra_threads)?;
     let source = analyze_file(&mut models, &args.a, 1)?;
     let target = analyze_file(&mut models, &args.b, MAX_TARGET_FACES)?;
-    let comparison = score(
-        &pack.manifest.calibration,
-        &source,
-        &target,
-        StageTimings::default(),
+    let policy = Policy::new(
+        pack.manifest.calibration.clone(),
+        pack.manifest.age.as_ref(),
     );
+    let comparison = score(&policy, &source, &target, StageTimings::default());
+    if args.explain {
+        let faces = |a: &Analysis| {
+            a.faces
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    serde_json::json!({"box": f.bbox, "score": f.score, "age": a.ages.get(i)})
+                })
+                .collect::<Vec<_>>()
+        };
+        let explain = serde_json::json!({
+            "pack": pack.manifest.name,
+            "source": {"faces": faces(&source), "rotation": source.rotation},
+            "target": {"faces": faces(&target), "rotation": target.rotation},
+            "decidingTargetFace": comparison.target_face,
+            "ages": [comparison.ages.0, comparison.ages.1],
+            "cosine": comparison.cosine,
+            "calibration": comparison.map,
+            "childAgeLimit": pack.manifest.age.as_ref().map(|a| a.child_age_limit),
+        });
+        eprintln!("{}", serde_json::to_string_pretty(&explain)?);
+    }
     println!(
         "{}",
         serde_json::to_string(&comparison.response(threshold))?
@@ -103,6 +125,8 @@ struct Pair {
     a: PathBuf,
     b: PathBuf,
     same: bool,
+    /// The optional `child` column: 1 when both photos show children.
+    child: bool,
 }
 
 fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
@@ -126,6 +150,7 @@ fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
             csv.display()
         );
     };
+    let ic = col(&["child"]);
     let mut pairs = Vec::new();
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -139,10 +164,16 @@ fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
             "0" | "no" | "false" => false,
             other => bail!("{} line {}: same = {other:?}", csv.display(), n + 2),
         };
+        let child = match ic.map(get).transpose()?.map(str::to_lowercase).as_deref() {
+            None | Some("" | "0" | "no" | "false") => false,
+            Some("1" | "yes" | "true") => true,
+            Some(other) => bail!("{} line {}: child = {other:?}", csv.display(), n + 2),
+        };
         pairs.push(Pair {
             a: root.join(get(ia)?),
             b: root.join(get(ib)?),
             same,
+            child,
         });
     }
     Ok(pairs)
@@ -180,14 +211,23 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     let (mut genuine_noface, mut impostor_noface) = (0usize, 0usize);
     // How the calibration in force (before any refit) does on these pairs.
     let (mut shipped_fm, mut shipped_fnm) = (0usize, 0usize);
+    // Rows marked child-vs-child, reported apart: (impostors, false matches, child map used).
+    let (mut child_imp, mut child_fm, mut child_map) = (0usize, 0usize, 0usize);
+    let mut under_limit = 0usize;
+    let policy = Policy::new(
+        pack.manifest.calibration.clone(),
+        pack.manifest.age.as_ref(),
+    );
+    let limit = pack.manifest.age.as_ref().map(|a| a.child_age_limit);
     for p in &pairs {
-        let c = score(
-            &pack.manifest.calibration,
-            get(&p.a),
-            get(&p.b),
-            StageTimings::default(),
-        );
+        let c = score(&policy, get(&p.a), get(&p.b), StageTimings::default());
         let is_match = c.response(80.0).is_match;
+        if p.child {
+            child_imp += !p.same as usize;
+            child_fm += (is_match && !p.same) as usize;
+            child_map += (c.map == Some(Map::Child)) as usize;
+            continue;
+        }
         shipped_fm += (is_match && !p.same) as usize;
         shipped_fnm += (!is_match && p.same) as usize;
         match (c.cosine, p.same) {
@@ -197,6 +237,15 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
             (None, false) => impostor_noface += 1,
         }
     }
+    // Faces (largest per image) the age model puts under the child limit.
+    let mut ages: Vec<f64> = Vec::new();
+    for a in analyses.values().flatten() {
+        if let Some(&age) = a.ages.first() {
+            ages.push(age as f64);
+            under_limit += limit.is_some_and(|l| age < l) as usize;
+        }
+    }
+    ages.sort_by(f64::total_cmp);
     let (mut cal, report) = calibration::fit(&genuine, &impostor)?;
     cal.extra.insert(
         "fitted_on".into(),
@@ -220,6 +269,9 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
             "impostorP99": calibration::quantile(&sorted_i, 0.99), "impostorMax": sorted_i.last(),
         },
         "current": {"falseMatchesAt80": shipped_fm, "falseNonMatchesAt80": shipped_fnm},
+        "childRows": {"impostor": child_imp, "falseMatchesAt80": child_fm, "decidedWithChildMap": child_map},
+        "ages": {"faces": ages.len(), "underChildLimit": under_limit, "min": ages.first(),
+                 "p5": calibration::quantile(&ages, 0.05), "median": calibration::quantile(&ages, 0.5)},
         "refitAt80": {"fmr": report.fmr_at_80, "fnmr": report.fnmr_at_80, "fnmrCountingNoFace": with_noface(report.fnmr_at_80),
                   "falseMatches": (report.fmr_at_80 * impostor.len() as f64).round()},
         "confidence": {"genuineP5": report.genuine_p5_confidence, "impostorP99": report.impostor_p99_confidence,
@@ -259,6 +311,9 @@ fn median_ms(mut v: Vec<Duration>) -> f64 {
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let (config, pack) = load_pack(&args.pack)?;
     let mut models = Models::new(&pack, config.intra_threads)?;
+    if args.no_age {
+        models.age = None;
+    }
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for path in &args.images {
         if args.megapixels.is_empty() {
@@ -273,14 +328,15 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         pack.manifest.name, config.intra_threads, args.iterations
     );
     println!(
-        "{:<48} {:>11} {:>6} {:>8} {:>8} {:>8} {:>8}",
-        "image", "pixels", "faces", "decode", "detect", "embed", "total"
+        "{:<48} {:>11} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "image", "pixels", "faces", "decode", "detect", "embed", "age", "total"
     );
     for (name, bytes) in &inputs {
         let first = models
             .analyze(bytes, MAX_TARGET_FACES)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let (mut d, mut t, mut e, mut all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut d, mut t, mut e, mut g, mut all) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.iterations.max(1) {
             let t0 = Instant::now();
             let a = models
@@ -290,20 +346,43 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             d.push(a.decode);
             t.push(a.detect);
             e.push(a.embed);
+            g.push(a.age);
         }
         let dims = image::ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()?
             .into_dimensions()?;
         println!(
-            "{:<48} {:>11} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            "{:<48} {:>11} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
             name,
             format!("{}x{}", dims.0, dims.1),
             first.faces.len(),
             median_ms(d),
             median_ms(t),
             median_ms(e),
+            median_ms(g),
             median_ms(all)
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_csv_with_and_without_the_child_column() {
+        let dir = std::env::temp_dir().join(format!("fc-pairs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("pairs.csv");
+        std::fs::write(&csv, "a,b,same,child\nx.jpg,y.jpg,0,1\nx.jpg,z.jpg,1,0\n").unwrap();
+        let p = read_pairs(&csv, &dir).unwrap();
+        assert!(p[0].child && !p[0].same);
+        assert!(!p[1].child && p[1].same);
+        std::fs::write(&csv, "a,b,same\nx.jpg,y.jpg,0\n").unwrap();
+        assert!(!read_pairs(&csv, &dir).unwrap()[0].child);
+        std::fs::write(&csv, "a,b,same,child\nx.jpg,y.jpg,0,maybe\n").unwrap();
+        assert!(read_pairs(&csv, &dir).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

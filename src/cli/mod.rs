@@ -121,6 +121,9 @@ pub struct CompareArgs {
     pub pack: Option<String>,
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Also print (to stderr) the faces, boxes, estimated ages, cosine and the calibration used.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +150,9 @@ pub struct BenchArgs {
     /// Re-encode each image as a JPEG of these sizes first (e.g. 0.4,2.6,12).
     #[arg(long, value_delimiter = ',')]
     pub megapixels: Vec<f64>,
+    /// Leave out the age pass (to measure what it costs).
+    #[arg(long)]
+    pub no_age: bool,
 }
 
 pub fn main() -> ExitCode {

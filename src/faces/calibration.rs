@@ -70,6 +70,74 @@ impl Calibration {
     }
 }
 
+impl Calibration {
+    /// The cosine at which the map gives `confidence` (its inverse; the end
+    /// segments extend with their slopes, as the map does).
+    pub fn cosine_at(&self, confidence: f64) -> f64 {
+        let pts = &self.points;
+        let i = pts
+            .windows(2)
+            .position(|w| confidence < w[1][1])
+            .unwrap_or(pts.len() - 2);
+        let (a, b) = (pts[i], pts[i + 1]);
+        a[0] + (logit(confidence) - logit(a[1])) * (b[0] - a[0]) / (logit(b[1]) - logit(a[1]))
+    }
+
+    /// The child map: the same curve moved along the cosine axis so that 80
+    /// sits where this (adult) map gives `at_adult` (96 in the shipped packs).
+    pub fn shifted_for_children(&self, at_adult: f64) -> Calibration {
+        let shift = self.cosine_at(at_adult) - self.cosine_at(80.0);
+        let mut c = Calibration::new(self.points.iter().map(|p| [p[0] + shift, p[1]]).collect());
+        c.extra.insert("shifted_by".into(), shift.into());
+        c
+    }
+}
+
+/// Lowest confidence returned when both faces were found: the API promises
+/// `> 0` then, and the map alone rounds very dissimilar pairs to 0.00.
+pub const FLOOR: f64 = 0.01;
+
+/// Which map decided a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Map {
+    Adult,
+    Child,
+}
+
+/// The pack's decision rule: the adult calibration, and — when the pack has
+/// an age model — the child calibration for pairs of two estimated children.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub adult: Calibration,
+    /// (child map, age limit) when the pack estimates ages.
+    pub child: Option<(Calibration, f32)>,
+}
+
+impl Policy {
+    pub fn new(adult: Calibration, age: Option<&super::pack::AgeSpec>) -> Self {
+        let child = age.map(|a| {
+            (
+                adult.shifted_for_children(a.child_80_at_adult),
+                a.child_age_limit,
+            )
+        });
+        Self { adult, child }
+    }
+
+    /// Confidence of one scored pair (both faces found) and the map used:
+    /// the child map only when **both** ages are known and under the limit.
+    pub fn confidence(&self, cosine: f32, ages: (Option<f32>, Option<f32>)) -> (f64, Map) {
+        let (conf, map) = match (&self.child, ages) {
+            (Some((child, limit)), (Some(a), Some(b))) if a < *limit && b < *limit => {
+                (child.confidence(cosine), Map::Child)
+            }
+            _ => (self.adult.confidence(cosine), Map::Adult),
+        };
+        (conf.max(FLOOR), map)
+    }
+}
+
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

@@ -2,6 +2,7 @@
 //!
 //! The HTTP side only sees [`Engine`]: a cloneable handle to a bounded queue
 //! ([`pool`]) feeding worker threads that each own their ONNX Runtime sessions.
+pub mod age;
 pub mod calibration;
 pub mod decode;
 pub mod detect;
@@ -17,7 +18,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use crate::config::Config;
-use calibration::Calibration;
+use calibration::{Map, Policy};
 use pack::Pack;
 use pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models};
 use pool::{Pool, SubmitError};
@@ -69,6 +70,12 @@ pub struct Comparison {
     pub cosine: Option<f32>,
     pub source_face_detected: bool,
     pub target_face_detected: bool,
+    /// Which calibration decided (None when either side has no face).
+    pub map: Option<Map>,
+    /// Estimated ages of the source face and of the target face that decided.
+    pub ages: (Option<f32>, Option<f32>),
+    /// Index of the target face that decided.
+    pub target_face: Option<usize>,
     pub timings: StageTimings,
 }
 
@@ -119,6 +126,7 @@ pub struct StageTimings {
     pub decode: Duration,
     pub detect: Duration,
     pub embed: Duration,
+    pub age: Duration,
 }
 
 impl StageTimings {
@@ -127,6 +135,7 @@ impl StageTimings {
         self.decode += a.decode;
         self.detect += a.detect;
         self.embed += a.embed;
+        self.age += a.age;
     }
 }
 
@@ -152,7 +161,7 @@ pub enum FacesError {
 pub struct Engine {
     pool: Arc<Pool>,
     pack: Arc<str>,
-    calibration: Arc<Calibration>,
+    policy: Arc<Policy>,
 }
 
 impl Engine {
@@ -165,7 +174,10 @@ impl Engine {
         Ok(Engine {
             pool: Arc::new(Pool::start(models, cfg.queue_capacity.max(1))),
             pack: pack.manifest.name.clone().into(),
-            calibration: Arc::new(pack.manifest.calibration.clone()),
+            policy: Arc::new(Policy::new(
+                pack.manifest.calibration.clone(),
+                pack.manifest.age.as_ref(),
+            )),
         })
     }
 
@@ -212,7 +224,11 @@ impl Engine {
         let mut timings = StageTimings::default();
         timings.add(&s, sq);
         timings.add(&t, tq);
-        Ok(score(&self.calibration, &s, &t, timings))
+        let c = score(&self.policy, &s, &t, timings);
+        if c.map == Some(Map::Child) {
+            crate::telemetry::CHILD_CALIBRATION_PAIRS.inc();
+        }
+        Ok(c)
     }
 
     /// Images dropped unanalysed because their request had given up.
@@ -238,26 +254,39 @@ fn submit_error(e: SubmitError) -> FacesError {
     }
 }
 
-/// The API's rule: the largest source face against the best target face;
-/// confidence 0 when either side has no face.
+/// The API's rule: the largest source face against every target face, each
+/// pair through the policy (child map when both are estimated children), the
+/// highest confidence wins; 0 when either side has no face, at least
+/// [`calibration::FLOOR`] when both have one.
 pub fn score(
-    calibration: &Calibration,
+    policy: &Policy,
     source: &Analysis,
     target: &Analysis,
     timings: StageTimings,
 ) -> Comparison {
-    let cosine = source.embeddings.first().and_then(|s| {
+    let best = source.embeddings.first().and_then(|s| {
+        let src_age = source.ages.first().copied();
         target
             .embeddings
             .iter()
-            .map(|t| embed::cosine(s, t))
-            .max_by(f32::total_cmp)
+            .enumerate()
+            .map(|(i, t)| {
+                let cos = embed::cosine(s, t);
+                let ages = (src_age, target.ages.get(i).copied());
+                let (conf, map) = policy.confidence(cos, ages);
+                (i, cos, conf, map, ages)
+            })
+            // highest confidence; among equals, the higher cosine
+            .max_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
     });
     Comparison {
-        confidence: cosine.map(|c| calibration.confidence(c)).unwrap_or(0.0),
-        cosine,
+        confidence: best.map(|b| b.2).unwrap_or(0.0),
+        cosine: best.map(|b| b.1),
         source_face_detected: !source.embeddings.is_empty(),
         target_face_detected: !target.embeddings.is_empty(),
+        map: best.map(|b| b.3),
+        ages: best.map(|b| b.4).unwrap_or((None, None)),
+        target_face: best.map(|b| b.0),
         timings,
     }
 }

@@ -45,6 +45,24 @@ pub struct EmbedderSpec {
     pub antialias: bool,
 }
 
+/// The age estimator and the child policy (issue 8). Optional: a pack without
+/// it scores every pair with the adult calibration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgeSpec {
+    pub file: String,
+    pub sha256: String,
+    pub input: String,
+    /// Softmax over one-year classes; class k is read as k years (as `human` does).
+    pub output: String,
+    pub size: u32,
+    /// The crop is a square this many times the detector box's longer side.
+    pub box_scale: f32,
+    /// Both faces estimated under this age: the child calibration applies.
+    pub child_age_limit: f32,
+    /// The child map puts 80 at the cosine where the adult map gives this.
+    pub child_80_at_adult: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
@@ -52,6 +70,8 @@ pub struct Manifest {
     pub description: String,
     pub detector: DetectorSpec,
     pub embedder: EmbedderSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<AgeSpec>,
     pub calibration: Calibration,
     /// Everything else (licence, provenance, notes) is kept verbatim on rewrite.
     #[serde(flatten)]
@@ -65,6 +85,7 @@ pub struct Pack {
     pub manifest: Manifest,
     pub detector_bytes: std::sync::Arc<Vec<u8>>,
     pub embedder_bytes: std::sync::Arc<Vec<u8>>,
+    pub age_bytes: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 impl Pack {
@@ -103,11 +124,24 @@ impl Pack {
             read_verified(&dir, &manifest.detector.file, &manifest.detector.sha256)?;
         let embedder_bytes =
             read_verified(&dir, &manifest.embedder.file, &manifest.embedder.sha256)?;
+        let age_bytes = match &manifest.age {
+            Some(a) => {
+                ensure!(
+                    a.child_age_limit > 0.0
+                        && a.child_80_at_adult > 80.0
+                        && a.child_80_at_adult < 100.0,
+                    "model pack {name:?}: age: child_age_limit must be > 0 and child_80_at_adult between 80 and 100"
+                );
+                Some(read_verified(&dir, &a.file, &a.sha256)?.into())
+            }
+            None => None,
+        };
         Ok(Self {
             dir,
             manifest,
             detector_bytes: detector_bytes.into(),
             embedder_bytes: embedder_bytes.into(),
+            age_bytes,
         })
     }
 

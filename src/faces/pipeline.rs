@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
+    age::AgeEstimator,
     decode::{self, DecodeError},
     detect::{Detector, Face},
     embed::Embedder,
@@ -19,6 +20,8 @@ pub struct Analysis {
     /// Normalised embeddings, largest face first.
     pub embeddings: Vec<Vec<f32>>,
     pub faces: Vec<Face>,
+    /// Estimated age in years of each embedded face (empty when the pack has no age model).
+    pub ages: Vec<f32>,
     /// Image size after decode and orientation, and how far it was turned to find a face.
     pub size: (u32, u32),
     pub rotation: u16,
@@ -27,6 +30,7 @@ pub struct Analysis {
     pub decode: Duration,
     pub detect: Duration,
     pub embed: Duration,
+    pub age: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum AnalyzeError {
 pub struct Models {
     pub detector: Detector,
     pub embedder: Embedder,
+    /// `None` when the pack has no age model (or a benchmark turned it off).
+    pub age: Option<AgeEstimator>,
 }
 
 impl Models {
@@ -54,6 +60,13 @@ impl Models {
                 runtime::session(&pack.embedder_bytes, intra_threads)?,
                 m.embedder.clone(),
             ),
+            age: match (&m.age, &pack.age_bytes) {
+                (Some(spec), Some(bytes)) => Some(AgeEstimator::new(
+                    runtime::session(bytes, intra_threads)?,
+                    spec.clone(),
+                )),
+                _ => None,
+            },
         })
     }
 
@@ -80,15 +93,23 @@ impl Models {
         let crops: Vec<_> = faces.iter().map(|f| self.embedder.crop(&img, f)).collect();
         let embeddings = self.embedder.embed(&crops)?;
         let t3 = Instant::now();
+        // Every embedded face: the child rule needs the age of whichever pair scores best.
+        let ages = match &mut self.age {
+            Some(age) => age.ages(&img, &faces)?,
+            None => Vec::new(),
+        };
+        let t4 = Instant::now();
         Ok(Analysis {
             embeddings,
             faces,
+            ages,
             size: img.dimensions(),
             rotation,
             scale_denominator,
             decode: t1 - t0,
             detect: t2 - t1,
             embed: t3 - t2,
+            age: t4 - t3,
         })
     }
 }

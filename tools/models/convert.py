@@ -44,6 +44,17 @@ def build_blazeface(cache, path):
     finish(m, path, doc, PRODUCER)
 
 
+def build_faceres(cache, path):
+    from convert_tfjs import convert_faceres
+    files = sources.extract(sources.HUMAN, cache)
+    m = convert_faceres(files["package/models/faceres.json"], files["package/models/faceres.bin"])
+    doc = ("HSE-FaceRes age/gender model from npm @vladmandic/human@3.3.6 models/faceres.json. "
+           "in: input [N,224,224,3] NHWC RGB raw 0..255 (square crop 1.4x the face box); out: age [N,100] "
+           "softmax over one-year classes (class k = k years, as human reads it), gender [N,1] sigmoid, "
+           "descriptor [N,1024].")
+    finish(m, path, doc, PRODUCER)
+
+
 def build_mobilefacenet(cache, path):
     from convert_tflite import convert_mobilefacenet
     member = "package/android/src/main/assets/MobileFaceNet.tflite"
@@ -122,19 +133,26 @@ def main():
         shutil.copyfile(bf, os.path.join(a.out, p, "blazeface.onnx"))
     det_sha = sha_file(bf)
     print("blazeface.onnx", det_sha)
+    # the age model is shared the same way
+    fr = os.path.join(a.out, packs[0], "faceres.onnx")
+    build_faceres(a.cache, fr)
+    for p in packs[1:]:
+        shutil.copyfile(fr, os.path.join(a.out, p, "faceres.onnx"))
+    age_sha = sha_file(fr)
+    print("faceres.onnx", age_sha)
 
     if "mobilefacenet" in packs:
         d = os.path.join(a.out, "mobilefacenet")
         e = os.path.join(d, "mobilefacenet.onnx")
         build_mobilefacenet(a.cache, e)
         print("mobilefacenet.onnx", sha_file(e))
-        write_manifest(d, manifests.mobilefacenet(det_sha, sha_file(e)))
+        write_manifest(d, manifests.mobilefacenet(det_sha, sha_file(e), age_sha))
     if "dlib" in packs:
         d = os.path.join(a.out, "dlib")
         e = os.path.join(d, "dlib_resnet.onnx")
         build_dlib_resnet(a.cache, e)
         print("dlib_resnet.onnx", sha_file(e))
-        write_manifest(d, manifests.dlib(det_sha, sha_file(e)))
+        write_manifest(d, manifests.dlib(det_sha, sha_file(e), age_sha))
 
 
 if __name__ == "__main__":

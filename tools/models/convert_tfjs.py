@@ -12,7 +12,7 @@ import tempfile
 import onnx
 from onnx import helper
 
-from onnx_edit import rename_io
+from onnx_edit import rename_io, set_dims
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPSET = 13
@@ -29,7 +29,7 @@ def add_targs(d):
     return n_fixed
 
 
-def convert_blazeface(json_bytes, bin_bytes):
+def tfjs_to_onnx(json_bytes, bin_bytes):
     tmp = tempfile.mkdtemp(prefix="fc-tfjs-")
     d = json.loads(json_bytes)
     assert add_targs(d) > 0
@@ -37,7 +37,7 @@ def convert_blazeface(json_bytes, bin_bytes):
     bin_name = d["weightsManifest"][0]["paths"][0]
     with open(os.path.join(tmp, bin_name), "wb") as f:
         f.write(bin_bytes)
-    jp = os.path.join(tmp, "blazeface.json")
+    jp = os.path.join(tmp, "model.json")
     with open(jp, "w") as f:
         json.dump(d, f)
     raw = os.path.join(tmp, "raw.onnx")
@@ -45,7 +45,31 @@ def convert_blazeface(json_bytes, bin_bytes):
                         "--opset", str(OPSET)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("tf2onnx --tfjs failed:\n" + r.stderr[-4000:])
-    m = onnx.load(raw)
+    return onnx.load(raw)
+
+
+def convert_faceres(json_bytes, bin_bytes):
+    """human's faceres (HSE-FaceRes MobileNet): input [N,224,224,3] raw 0..255 RGB; outputs renamed
+    age [N,100] (softmax over one-year classes), gender [N,1] (sigmoid, > 0.5 male), descriptor [N,1024]."""
+    m = tfjs_to_onnx(json_bytes, bin_bytes)
+    g = m.graph
+    names = {o.name for o in g.output}
+    want = {"age_pred/Softmax:0": "age", "gender_pred/Sigmoid:0": "gender", "global_pooling/Mean": "descriptor"}
+    assert set(want) <= names, names
+    rename_io(g, dict(want, **{"input_1:0": "input"}))
+    keep = [o for o in g.output if o.name in want.values()]
+    order = {"age": 0, "gender": 1, "descriptor": 2}
+    keep.sort(key=lambda o: order[o.name])
+    keep = [o.__class__.FromString(o.SerializeToString()) for o in keep]
+    del g.output[:]
+    g.output.extend(keep)
+    for vi in list(g.input) + list(g.output):  # tf2onnx names the batch dim from a run-dependent counter
+        set_dims(vi, ["N"])
+    return m
+
+
+def convert_blazeface(json_bytes, bin_bytes):
+    m = tfjs_to_onnx(json_bytes, bin_bytes)
     g = m.graph
     # heads: Identity:0 [1,512,1] Identity_1:0 [1,384,1] Identity_2:0 [1,512,16] Identity_3:0 [1,384,16]
     outs = {o.name for o in g.output}

