@@ -116,3 +116,51 @@ async fn deep_png_is_streamed_not_refused() {
     assert_eq!(v["sourceFaceDetected"], false, "{v}");
     assert_eq!(v["targetFaceDetected"], true, "{v}");
 }
+
+/// A burst that outlives its deadline: the requests that gave up are
+/// answered 503 `request_timeout` and uncharged, their queued images are
+/// dropped unrun (counted in /metrics), and the server is free again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_for_requests_that_gave_up_is_dropped() {
+    let db = common::fresh_database(Backend::Sqlite, "giveup");
+    let s = common::spawn_server(
+        common::ServerOptions::new(&db)
+            .env("FACECOMPARE_WORKERS", "1")
+            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1"),
+    );
+    let s = &s.server;
+    let org = s.org(100).await;
+    let (a, b) = (file(&fixture("t1.jpg")), file(&fixture("obama.jpg")));
+    let sends = (0..24).map(|_| s.compare_multipart(&org.key, &a, &b));
+    let answers = futures_util::future::join_all(sends).await;
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_error(503, "request_timeout", None);
+    }
+    assert!(
+        ok < 24,
+        "one worker cannot serve 24 compares of 5 faces in 1 s"
+    );
+    // Abandoned images are dropped when the worker reaches them: the next
+    // compare queues behind them, so after it they have all been seen.
+    s.compare_multipart(&org.key, &b, &file(&fixture("obama2.jpg")))
+        .await
+        .assert_compare_ok();
+    let metrics = s.get("/metrics").await.text;
+    let skipped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("facecompare_inference_jobs_skipped_total "))
+        .expect("skipped-jobs counter in /metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        skipped >= 1.0,
+        "queued images of timed-out requests dropped: {skipped}"
+    );
+    assert_eq!(
+        s.balance(&org).await,
+        100 - ok as i64 - 1,
+        "only 200s are charged"
+    );
+}
