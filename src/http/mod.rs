@@ -223,6 +223,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let app = router(state.clone());
 
+    // Before "listening on": whoever waits for that line can read both.
+    if let Some(l) = &metrics_listener {
+        let maddr = l.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{maddr}/metrics")?;
+        out.flush()?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;
@@ -234,12 +241,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections = limits.max_connections,
         "listening"
     );
-    if let Some(l) = &metrics_listener {
-        let maddr = l.local_addr()?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "metrics on http://{maddr}/metrics")?;
-        out.flush()?;
-    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
