@@ -84,6 +84,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// When set, `/metrics` is served only on this address, not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Request-body bytes all compares may hold at once (see `http::body_budget`).
+    pub body_budget_bytes: u64,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -172,6 +174,7 @@ impl Config {
             idle_timeout: Duration::from_millis(
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
+            body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
             metrics_listen: match var("FACECOMPARE_METRICS_LISTEN") {
                 None => None,
                 Some(_) => Some(parse_var(

@@ -10,4 +10,5 @@ pub mod config;
 pub mod faces;
 pub mod http;
 pub mod inputs;
+pub mod memory;
 pub mod telemetry;

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub queue_depth: Gauge<i64, AtomicI64>,
     pub tokens_charged: Counter,
     pub jobs_skipped: Counter,
+    pub bodies_refused: Counter,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -129,7 +130,14 @@ impl Metrics {
             "Compares decided with the child calibration (both faces estimated children)",
             CHILD_CALIBRATION_PAIRS.clone(),
         );
+        let bodies_refused = Counter::default();
+        registry.register(
+            "bodies_refused",
+            "Compares refused with 503 overloaded because the request-body byte budget was spent",
+            bodies_refused.clone(),
+        );
         Self {
+            bodies_refused,
             registry,
             requests,
             latency,

@@ -164,3 +164,53 @@ async fn work_for_requests_that_gave_up_is_dropped() {
         "only 200s are charged"
     );
 }
+
+/// The request-body byte budget: while one client holds it (a JSON body of
+/// the largest declared size, sent slowly), other compares are refused with
+/// 503 `overloaded` before their bodies are read, uncharged; once that
+/// client goes, compares are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_budget_refuses_new_bodies_when_spent() {
+    use std::io::Write;
+    let db = common::fresh_database(Backend::Sqlite, "bodybudget");
+    // 1 MB is raised to the floor: one largest JSON body (counted twice).
+    let s = common::spawn_server(
+        common::ServerOptions::new(&db).env("FACECOMPARE_BODY_BUDGET_MB", "1"),
+    );
+    let s = &s.server;
+    let org = s.org(10).await;
+    let (a, b) = (file(&fixture("obama.jpg")), file(&fixture("obama2.jpg")));
+
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut hog = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        hog,
+        "POST /v1/face/compare HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"source\": \"",
+        org.key,
+        facecompare::inputs::MAX_BODY_BYTES
+    )
+    .unwrap();
+    hog.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let r = s.compare_multipart(&org.key, &a, &b).await;
+    r.assert_error(503, "overloaded", None);
+    assert!(r.header("retry-after").is_some());
+
+    drop(hog);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.compare_multipart(&org.key, &a, &b).await;
+        if r.status == 200 {
+            break;
+        }
+        r.assert_error(503, "overloaded", None);
+        assert!(Instant::now() < deadline, "the budget came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.balance(&org).await, 9, "refusals are not charged");
+}

@@ -23,10 +23,12 @@ use tracing::Instrument;
 use super::{
     AppState, OrgId,
     auth::{authenticate, rate_limit_headers},
+    body_budget::BodyBudget,
     error::{ApiError, REQUEST_ID, current_request_id},
 };
 use crate::{
     accounts::{Accounts, IdempotencyBegin, Org},
+    faces::FacesError,
     inputs::{self, CompareInputs, ImageInput, InputError, MAX_BODY_BYTES},
 };
 
@@ -190,6 +192,12 @@ async fn process(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = inputs::body::body_kind(content_type)?;
+    let cost = BodyBudget::cost(declared_len, matches!(kind, inputs::body::BodyKind::Json));
+    // Held until the compare ends: the images live as long as it does.
+    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
+        state.metrics.bodies_refused.inc();
+        return Err(FacesError::Overloaded.into());
+    };
     let body = body.take().unwrap_or_default();
     let inputs = timeout_at(deadline, inputs::body::read_body(kind, body))
         .await

@@ -32,6 +32,7 @@ use crate::{
 };
 
 pub mod auth;
+pub mod body_budget;
 pub mod compare;
 pub mod error;
 pub mod ops;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub engine: Engine,
     pub s3: Option<S3Store>,
     pub metrics: Metrics,
+    pub body_budget: body_budget::BodyBudget,
 }
 
 /// The organisation a response was for (a response extension, for the access log).
@@ -151,6 +153,7 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
 /// embedded default org, load the models, bind, serve until SIGTERM/SIGINT,
 /// then drain in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::memory::tune_allocator();
     telemetry::init(&config);
     // Models, S3 settings and the port first: a server that cannot start
     // must fail before the embedded default prints its one-time key.
@@ -214,7 +217,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let addr = listener.local_addr()?;
     let drain_timeout = config.request_timeout + Duration::from_secs(5);
+    let body_budget = body_budget::BodyBudget::new(config.body_budget_bytes);
     let state = Arc::new(AppState {
+        body_budget,
         config,
         accounts,
         engine,

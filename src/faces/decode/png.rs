@@ -36,7 +36,7 @@ pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
         .info()
         .exif_metadata
         .as_deref()
-        .and_then(|exif| Orientation::from_exif_chunk(exif))
+        .and_then(Orientation::from_exif_chunk)
         .unwrap_or(Orientation::NoTransforms);
     let channels = match reader.output_color_type().0 {
         ColorType::Grayscale => 1,
@@ -126,8 +126,8 @@ impl BoxScaler {
                 [px[0], px[1], px[2]]
             };
             let o = (x / d) * 3;
-            for i in 0..3 {
-                self.sums[o + i] += rgb[i] as u32;
+            for (sum, v) in self.sums[o..o + 3].iter_mut().zip(rgb) {
+                *sum += v as u32;
             }
         }
         self.rows_seen += 1;
