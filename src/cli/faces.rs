@@ -38,6 +38,7 @@ fn analyze_file(models: &mut Models, path: &Path, max_faces: usize) -> anyhow::R
     models.analyze(&bytes, max_faces).map_err(|e| match e {
         AnalyzeError::Decode(d) => anyhow::anyhow!("{}: {d} ({})", path.display(), d.code()),
         AnalyzeError::Engine(e) => e.context(format!("{}", path.display())),
+        e @ AnalyzeError::Abandoned => anyhow::anyhow!("{}: {e}", path.display()),
     })
 }
 

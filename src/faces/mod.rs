@@ -202,6 +202,8 @@ impl Engine {
                 message: e.to_string(),
             }),
             Err(AnalyzeError::Engine(e)) => Err(FacesError::Internal(format!("{e:#}"))),
+            // Only set once this future is gone: nobody reads this.
+            Err(e @ AnalyzeError::Abandoned) => Err(FacesError::Internal(e.to_string())),
         }
     }
 

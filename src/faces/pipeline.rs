@@ -1,6 +1,9 @@
 //! One worker's models and the per-image pipeline: decode → orient → detect
 //! → align → embed.
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use super::{
     age::AgeEstimator,
@@ -39,6 +42,9 @@ pub enum AnalyzeError {
     Decode(#[from] DecodeError),
     #[error("{0:#}")]
     Engine(#[from] anyhow::Error),
+    /// Stopped at a stage boundary: nobody waits for the result any more.
+    #[error("abandoned: the request gave up on this image")]
+    Abandoned,
 }
 
 pub struct Models {
@@ -75,6 +81,17 @@ impl Models {
         self.analyze_at(bytes, max_faces, decode::WORKING_SIDE)
     }
 
+    /// As [`Models::analyze`], stopping at the next stage boundary once
+    /// `abandoned` is set (the request has given up on this image).
+    pub fn analyze_unless(
+        &mut self,
+        bytes: &[u8],
+        max_faces: usize,
+        abandoned: &AtomicBool,
+    ) -> Result<Analysis, AnalyzeError> {
+        self.run(bytes, max_faces, decode::WORKING_SIDE, abandoned)
+    }
+
     /// As [`Models::analyze`], decoding JPEGs at reduced scale down to
     /// `working_side` (0: full resolution).
     pub fn analyze_at(
@@ -83,15 +100,35 @@ impl Models {
         max_faces: usize,
         working_side: u32,
     ) -> Result<Analysis, AnalyzeError> {
+        self.run(bytes, max_faces, working_side, &AtomicBool::new(false))
+    }
+
+    fn run(
+        &mut self,
+        bytes: &[u8],
+        max_faces: usize,
+        working_side: u32,
+        abandoned: &AtomicBool,
+    ) -> Result<Analysis, AnalyzeError> {
+        let checkpoint = || {
+            if abandoned.load(Ordering::Relaxed) {
+                Err(AnalyzeError::Abandoned)
+            } else {
+                Ok(())
+            }
+        };
         let t0 = Instant::now();
         let decoded = decode::decode_with(bytes, working_side)?;
         let scale_denominator = decoded.scale_denominator;
+        checkpoint()?;
         let t1 = Instant::now();
         let (img, mut faces, rotation) = self.detector.faces_any_rotation(decoded.image)?;
         faces.truncate(max_faces.max(1));
+        checkpoint()?;
         let t2 = Instant::now();
         let crops: Vec<_> = faces.iter().map(|f| self.embedder.crop(&img, f)).collect();
         let embeddings = self.embedder.embed(&crops)?;
+        checkpoint()?;
         let t3 = Instant::now();
         // Every embedded face: the child rule needs the age of whichever pair scores best.
         let ages = match &mut self.age {

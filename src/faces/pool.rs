@@ -106,13 +106,16 @@ impl Pool {
                         }
                         let waited = job.enqueued.elapsed();
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            models.analyze(&job.bytes, job.max_faces)
+                            models.analyze_unless(&job.bytes, job.max_faces, &job.abandoned)
                         }))
                         .unwrap_or_else(|_| {
                             Err(AnalyzeError::Engine(anyhow::anyhow!(
                                 "the face pipeline panicked"
                             )))
                         });
+                        if matches!(result, Err(AnalyzeError::Abandoned)) {
+                            skipped.fetch_add(1, Ordering::Relaxed);
+                        }
                         let _ = job.reply.send((result, waited));
                     }
                 })
