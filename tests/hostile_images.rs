@@ -214,3 +214,65 @@ async fn body_budget_refuses_new_bodies_when_spent() {
     }
     assert_eq!(s.balance(&org).await, 9, "refusals are not charged");
 }
+
+/// Clients that hang up while their compares wait for a worker: the work is
+/// dropped (queued images skipped) and nothing is charged for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
+    let db = common::fresh_database(Backend::Sqlite, "hangup");
+    let s = common::spawn_server(common::ServerOptions::new(&db).env("FACECOMPARE_WORKERS", "1"));
+    let s = &s.server;
+    let org = s.org(20).await;
+    let crowd = fixture("t1.jpg");
+    let impatient = (0..8).map(|_| {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "source",
+                reqwest::multipart::Part::bytes(crowd.clone()).file_name("a.jpg"),
+            )
+            .part(
+                "target",
+                reqwest::multipart::Part::bytes(crowd.clone()).file_name("b.jpg"),
+            );
+        common::client()
+            .post(s.url("/v1/face/compare"))
+            .header("x-api-key", &org.key)
+            .multipart(form)
+            .timeout(Duration::from_millis(400))
+            .send()
+    });
+    let gave_up = futures_util::future::join_all(impatient)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.is_timeout()))
+        .count();
+    assert!(
+        gave_up >= 6,
+        "one worker cannot answer 8 crowd compares in 0.4 s: {gave_up}"
+    );
+    // Queued behind whatever was left: after it, every abandoned image was seen.
+    s.compare_multipart(
+        &org.key,
+        &file(&fixture("obama.jpg")),
+        &file(&fixture("obama2.jpg")),
+    )
+    .await
+    .assert_compare_ok();
+    let metrics = s.get("/metrics").await.text;
+    let skipped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("facecompare_inference_jobs_skipped_total "))
+        .expect("skipped-jobs counter in /metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        skipped >= 4.0,
+        "images of hung-up clients dropped: {skipped}"
+    );
+    let charged = 20 - s.balance(&org).await;
+    assert!(
+        charged <= 1 + (8 - gave_up as i64),
+        "hung-up compares are not charged: {charged} charged, {gave_up} hung up"
+    );
+}

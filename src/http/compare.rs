@@ -17,7 +17,7 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio::time::timeout_at;
+use tokio::{sync::oneshot, time::timeout_at};
 use tracing::Instrument;
 
 use super::{
@@ -34,8 +34,12 @@ use crate::{
 
 pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let id = current_request_id();
+    // Dropped with this future when the connection goes away: the task then
+    // stops waiting for S3 and the engine (its queued images are dropped),
+    // unless it has reached the charge.
+    let (_client_here, client_gone) = oneshot::channel::<()>();
     let work = REQUEST_ID
-        .scope(id, run(state, req))
+        .scope(id, run(state, req, client_gone))
         .instrument(tracing::Span::current());
     match tokio::spawn(work).await {
         Ok(response) => response,
@@ -43,7 +47,11 @@ pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Respon
     }
 }
 
-async fn run(state: Arc<AppState>, req: Request) -> Response {
+async fn run(
+    state: Arc<AppState>,
+    req: Request,
+    mut client_gone: oneshot::Receiver<()>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let org = match authenticate(&state, &parts.headers).await {
@@ -55,7 +63,7 @@ async fn run(state: Arc<AppState>, req: Request) -> Response {
         Err(e) => return with_org(answer_early(e.into(), body).await, &org),
     };
     let mut response = if decision.allowed {
-        match process(&state, &org, &parts.headers, &mut body).await {
+        match process(&state, &org, &parts.headers, &mut body, &mut client_gone).await {
             Ok(r) => r,
             Err(e) => answer_early(e, body).await,
         }
@@ -173,6 +181,7 @@ async fn process(
     org: &Org,
     headers: &HeaderMap,
     body: &mut Option<Body>,
+    client_gone: &mut oneshot::Receiver<()>,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let idem_key = idempotency_key(headers)?;
@@ -248,12 +257,8 @@ async fn process(
         }
     }
 
-    let (source, target) = timeout_at(deadline, resolve_both(state, org, inputs))
-        .await
-        .map_err(|_| timed_out())??;
-    let comparison = timeout_at(deadline, state.engine.compare(source, target))
-        .await
-        .map_err(|_| timed_out())??;
+    let (source, target) = until(deadline, client_gone, resolve_both(state, org, inputs)).await??;
+    let comparison = until(deadline, client_gone, state.engine.compare(source, target)).await??;
     let t = &comparison.timings;
     for (stage, d) in [
         ("queue", t.queue),
@@ -285,6 +290,24 @@ async fn process(
         r.finish(200, &body).await;
     }
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// `work` unless the deadline passes or the client goes first (then `work`
+/// is dropped: its queued images are skipped, a running one stops at its
+/// next stage).
+async fn until<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    client_gone: &mut oneshot::Receiver<()>,
+    work: F,
+) -> Result<F::Output, ApiError> {
+    tokio::select! {
+        out = timeout_at(deadline, work) => out.map_err(|_| timed_out()),
+        _ = client_gone => Err(ApiError::new(
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "client_closed_request",
+            "the client closed the connection before the answer; nothing was charged",
+        )),
+    }
 }
 
 fn insufficient(balance: Option<i64>, cost: i64) -> ApiError {
