@@ -84,6 +84,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// When set, `/metrics` is served only on this address, not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     /// Request-body bytes all compares may hold at once (see `http::body_budget`).
     pub body_budget_bytes: u64,
 }
@@ -175,6 +177,12 @@ impl Config {
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
             body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
+            metrics_token: match var("FACECOMPARE_METRICS_TOKEN") {
+                Some(t) if t.trim().len() < 16 => {
+                    bail!("FACECOMPARE_METRICS_TOKEN: use at least 16 characters")
+                }
+                t => t.map(|t| t.trim().to_string()),
+            },
             metrics_listen: match var("FACECOMPARE_METRICS_LISTEN") {
                 None => None,
                 Some(_) => Some(parse_var(

@@ -385,3 +385,37 @@ async fn metrics_can_be_served_on_a_separate_address() {
     let r = common::client().get(&other).send().await.unwrap();
     assert_eq!(r.status(), 404, "only /metrics on the metrics address");
 }
+
+/// `FACECOMPARE_METRICS_TOKEN`: `/metrics` answers only the bearer token;
+/// the other routes are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_bearer_token() {
+    if common::external_base().is_some() {
+        eprintln!("SKIPPED: this test starts its own server with its own settings");
+        return;
+    }
+    let token = "metrics-secret-0123456789";
+    let s = spawn_server(
+        ServerOptions::new(&common::fresh_database(Backend::Sqlite, "metrics-token"))
+            .env("FACECOMPARE_METRICS_TOKEN", token),
+    );
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let wrong = common::client()
+        .get(s.url("/metrics"))
+        .bearer_auth("metrics-secret-0123456780")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = common::client()
+        .get(s.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("facecompare_requests"));
+    assert_eq!(s.get("/healthz").await.status, 200);
+}

@@ -45,7 +45,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !sent.is_some_and(|s| constant_time_eq(s.trim().as_bytes(), token.as_bytes())) {
+            return super::error::ApiError::unauthorized(
+                "Authorization: /metrics needs `Bearer <FACECOMPARE_METRICS_TOKEN>`",
+            )
+            .with_header(header::WWW_AUTHENTICATE, "Bearer")
+            .into_response();
+        }
+    }
     state
         .metrics
         .queue_depth
@@ -100,4 +113,9 @@ mod tests {
             .unwrap();
         assert_eq!(props.len(), 5);
     }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
