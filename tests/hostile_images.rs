@@ -77,6 +77,19 @@ fn deep_png(side: u32) -> Vec<u8> {
     out
 }
 
+/// `facecompare_inference_jobs_skipped_total` from /metrics.
+async fn skipped_jobs(s: &common::Server) -> f64 {
+    s.get("/metrics")
+        .await
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("facecompare_inference_jobs_skipped_total "))
+        .expect("skipped-jobs counter in /metrics")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_scans_are_refused_at_once_and_the_next_compare_is_served() {
     let s = server(Backend::Sqlite);
@@ -122,10 +135,7 @@ async fn deep_png_is_streamed_not_refused() {
 /// dropped unrun (counted in /metrics), and the server is free again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_for_requests_that_gave_up_is_dropped() {
-    if common::external_base().is_some() {
-        eprintln!(
-            "SKIPPED: this test starts its own server with its own settings, not a running stack's"
-        );
+    if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
     let db = common::fresh_database(Backend::Sqlite, "giveup");
@@ -152,14 +162,7 @@ async fn work_for_requests_that_gave_up_is_dropped() {
     s.compare_multipart(&org.key, &b, &file(&fixture("obama2.jpg")))
         .await
         .assert_compare_ok();
-    let metrics = s.get("/metrics").await.text;
-    let skipped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("facecompare_inference_jobs_skipped_total "))
-        .expect("skipped-jobs counter in /metrics")
-        .trim()
-        .parse()
-        .unwrap();
+    let skipped = skipped_jobs(s).await;
     assert!(
         skipped >= 1.0,
         "queued images of timed-out requests dropped: {skipped}"
@@ -178,10 +181,7 @@ async fn work_for_requests_that_gave_up_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_budget_refuses_new_bodies_when_spent() {
     use std::io::Write;
-    if common::external_base().is_some() {
-        eprintln!(
-            "SKIPPED: this test starts its own server with its own settings, not a running stack's"
-        );
+    if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
     let db = common::fresh_database(Backend::Sqlite, "bodybudget");
@@ -231,10 +231,7 @@ async fn body_budget_refuses_new_bodies_when_spent() {
 /// dropped (queued images skipped) and nothing is charged for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
-    if common::external_base().is_some() {
-        eprintln!(
-            "SKIPPED: this test starts its own server with its own settings, not a running stack's"
-        );
+    if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
     let db = common::fresh_database(Backend::Sqlite, "hangup");
@@ -276,14 +273,7 @@ async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
     )
     .await
     .assert_compare_ok();
-    let metrics = s.get("/metrics").await.text;
-    let skipped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("facecompare_inference_jobs_skipped_total "))
-        .expect("skipped-jobs counter in /metrics")
-        .trim()
-        .parse()
-        .unwrap();
+    let skipped = skipped_jobs(s).await;
     assert!(
         skipped >= 4.0,
         "images of hung-up clients dropped: {skipped}"

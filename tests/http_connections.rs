@@ -72,10 +72,7 @@ fn get(addr: &str, path: &str) -> (String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_do_not_lock_out_health_or_compares() {
-    if common::external_base().is_some() {
-        eprintln!(
-            "SKIPPED: this test starts its own server with a lowered fd limit, not a running stack's"
-        );
+    if !common::own_servers_or_skip("its own server with a lowered fd limit") {
         return;
     }
     raise_own_fd_limit(FLOOD as u64 + 200);

@@ -390,8 +390,7 @@ async fn metrics_can_be_served_on_a_separate_address() {
 /// the other routes are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_require_a_bearer_token() {
-    if common::external_base().is_some() {
-        eprintln!("SKIPPED: this test starts its own server with its own settings");
+    if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
     let token = "metrics-secret-0123456789";

@@ -22,11 +22,7 @@ use common::{Input, Server, ServerOptions, file, fixture, pg_cluster::PgCluster}
 /// These tests start (and stop) their own processes; against a running stack
 /// (`FACECOMPARE_TEST_BASE_URL`, the compose `tests` service) they are skipped.
 fn own_processes_or_skip() -> bool {
-    if common::external_base().is_some() {
-        eprintln!("SKIPPED: this test starts its own server and database, not a running stack's");
-        return false;
-    }
-    true
+    common::own_servers_or_skip("its own server and database")
 }
 
 /// One answer of the client loops: status, error code, Retry-After, and the key sent.

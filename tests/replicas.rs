@@ -7,8 +7,7 @@ mod common;
 use common::{Backend, OwnedServer, ServerOptions, file, fixture};
 
 fn two_replicas() -> Option<(OwnedServer, OwnedServer)> {
-    if common::external_base().is_some() {
-        eprintln!("SKIPPED: this test starts its own two servers, not a running stack's");
+    if !common::own_servers_or_skip("its own two servers") {
         return None;
     }
     if !common::postgres_or_skip() {

@@ -50,11 +50,6 @@ impl BodyBudget {
             .ok()
             .map(BodyShare)
     }
-
-    /// Bytes not reserved right now.
-    pub fn available(&self) -> u64 {
-        self.permits.available_permits() as u64 * UNIT
-    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,17 @@ pub enum Backend {
 }
 
 /// The base URL of an external server, if the suite runs against one.
+/// Tests that start their own server processes (own settings, limits or
+/// databases) cannot run against a running stack (`FACECOMPARE_TEST_BASE_URL`,
+/// the compose `tests` service): they say so and skip.
+pub fn own_servers_or_skip(what: &str) -> bool {
+    if external_base().is_some() {
+        eprintln!("SKIPPED: this test starts {what}, not a running stack's");
+        return false;
+    }
+    true
+}
+
 pub fn external_base() -> Option<String> {
     std::env::var("FACECOMPARE_TEST_BASE_URL")
         .ok()

@@ -8,8 +8,6 @@ use std::io::Cursor;
 mod jpeg;
 mod png;
 
-pub use jpeg::{MAX_MARKERS, MAX_SCAN_PIXELS, MAX_SCANS, Survey, survey as survey_jpeg};
-
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
 };
