@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
+pub mod report;
 pub mod runtime;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -22,6 +23,7 @@ use calibration::{Map, Policy};
 use pack::Pack;
 use pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models};
 use pool::{Pool, SubmitError};
+use report::ImageReport;
 
 /// What the engine needs to start: where the packs are, which one, and pool sizes.
 #[derive(Debug, Clone)]
@@ -76,6 +78,12 @@ pub struct Comparison {
     pub ages: (Option<f32>, Option<f32>),
     /// Index of the target face that decided.
     pub target_face: Option<usize>,
+    /// The faces found (source: the largest only, the one compared).
+    pub source: ImageReport,
+    pub target: ImageReport,
+    /// Calibrated similarity of each target face (same order) to the source
+    /// face; empty when the source has no face.
+    pub target_confidences: Vec<f64>,
     pub timings: StageTimings,
 }
 
@@ -233,6 +241,16 @@ impl Engine {
         Ok(c)
     }
 
+    /// The faces of one image (up to [`MAX_TARGET_FACES`], largest first),
+    /// through the same queue and pipeline as a compare.
+    pub async fn faces(&self, side: Side, bytes: Bytes) -> Result<ImageReport, FacesError> {
+        let mut place = self.pool.reserve(1).map_err(submit_error)?;
+        let (a, _) = self
+            .analyze_on(&mut place, side, bytes, MAX_TARGET_FACES)
+            .await?;
+        Ok(ImageReport::from_analysis(&a))
+    }
+
     /// Images dropped unanalysed because their request had given up.
     pub fn skipped_jobs(&self) -> u64 {
         self.pool.skipped()
@@ -266,9 +284,11 @@ pub fn score(
     target: &Analysis,
     timings: StageTimings,
 ) -> Comparison {
-    let best = source.embeddings.first().and_then(|s| {
-        let src_age = source.ages.first().copied();
-        target
+    let src_age = source.ages.first().copied();
+    // Every target face through the policy, in target order.
+    let scored: Vec<(f32, f64, Map, (Option<f32>, Option<f32>))> = match source.embeddings.first() {
+        None => Vec::new(),
+        Some(s) => target
             .embeddings
             .iter()
             .enumerate()
@@ -276,19 +296,26 @@ pub fn score(
                 let cos = embed::cosine(s, t);
                 let ages = (src_age, target.ages.get(i).copied());
                 let (conf, map) = policy.confidence(cos, ages);
-                (i, cos, conf, map, ages)
+                (cos, conf, map, ages)
             })
-            // highest confidence; among equals, the higher cosine
-            .max_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
-    });
+            .collect(),
+    };
+    // highest confidence; among equals, the higher cosine
+    let best = scored
+        .iter()
+        .enumerate()
+        .max_by(|(_, a), (_, b)| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
     Comparison {
-        confidence: best.map(|b| b.2).unwrap_or(0.0),
-        cosine: best.map(|b| b.1),
+        confidence: best.map(|b| b.1.1).unwrap_or(0.0),
+        cosine: best.map(|b| b.1.0),
         source_face_detected: !source.embeddings.is_empty(),
         target_face_detected: !target.embeddings.is_empty(),
-        map: best.map(|b| b.3),
-        ages: best.map(|b| b.4).unwrap_or((None, None)),
+        map: best.map(|b| b.1.2),
+        ages: best.map(|b| b.1.3).unwrap_or((None, None)),
         target_face: best.map(|b| b.0),
+        source: ImageReport::from_analysis(source),
+        target: ImageReport::from_analysis(target),
+        target_confidences: scored.iter().map(|s| s.1).collect(),
         timings,
     }
 }
