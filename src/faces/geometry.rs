@@ -63,42 +63,40 @@ fn area_weights(src: u32, dst: u32) -> Vec<(usize, Vec<f32>)> {
 }
 
 /// Exact area averaging (each output pixel is the mean of the source area it
-/// covers, fractional pixels weighted), separable: rows first, then columns.
+/// covers, fractional pixels weighted), separable: columns of each output row
+/// first (whole source rows weighted and summed, which vectorises), then
+/// along the one reduced row. Row by row, so the only buffers are one row of
+/// sums and the output.
 pub fn area_resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let sw = img.width() as usize;
     let (xw, yw) = (
         area_weights(img.width(), width),
         area_weights(img.height(), height),
     );
     let dw = width as usize;
     let src = img.as_raw();
-    let mut rows = vec![0f32; dw * 3 * sh];
-    for y in 0..sh {
-        let line = &src[y * sw * 3..(y + 1) * sw * 3];
-        let out = &mut rows[y * dw * 3..(y + 1) * dw * 3];
-        for (x, (first, w)) in xw.iter().enumerate() {
-            let mut acc = [0f32; 3];
-            for (k, &wk) in w.iter().enumerate() {
-                let p = &line[(first + k) * 3..(first + k) * 3 + 3];
-                acc[0] += p[0] as f32 * wk;
-                acc[1] += p[1] as f32 * wk;
-                acc[2] += p[2] as f32 * wk;
-            }
-            out[x * 3..x * 3 + 3].copy_from_slice(&acc);
-        }
-    }
     let mut out = vec![0u8; dw * 3 * height as usize];
-    let mut acc = vec![0f32; dw * 3];
+    let mut acc = vec![0f32; sw * 3];
     for (y, (first, w)) in yw.iter().enumerate() {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for (k, &wk) in w.iter().enumerate() {
-            let row = &rows[(first + k) * dw * 3..(first + k + 1) * dw * 3];
-            for (a, &r) in acc.iter_mut().zip(row) {
-                *a += r * wk;
+            let line = &src[(first + k) * sw * 3..(first + k + 1) * sw * 3];
+            for (a, &p) in acc.iter_mut().zip(line) {
+                *a += p as f32 * wk;
             }
         }
-        for (o, a) in out[y * dw * 3..(y + 1) * dw * 3].iter_mut().zip(&acc) {
-            *o = a.round().clamp(0.0, 255.0) as u8;
+        let row = &mut out[y * dw * 3..(y + 1) * dw * 3];
+        for (x, (first, w)) in xw.iter().enumerate() {
+            let mut px = [0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let a = &acc[(first + k) * 3..(first + k) * 3 + 3];
+                px[0] += a[0] * wk;
+                px[1] += a[1] * wk;
+                px[2] += a[2] * wk;
+            }
+            for c in 0..3 {
+                row[x * 3 + c] = px[c].round().clamp(0.0, 255.0) as u8;
+            }
         }
     }
     RgbImage::from_raw(width, height, out).expect("sized above")
@@ -340,6 +338,41 @@ mod tests {
         let two = area_resize(&img, 2, 1);
         assert_eq!(two.get_pixel(0, 0).0[0], 30);
         assert_eq!(two.get_pixel(1, 0).0[0], 150);
+    }
+
+    #[test]
+    fn area_resize_matches_the_two_dimensional_mean() {
+        let img = RgbImage::from_fn(97, 61, |x, y| {
+            Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x - y) as u8])
+        });
+        let (w, h) = (23u32, 17u32);
+        let out = area_resize(&img, w, h);
+        let (sx, sy) = (97.0 / w as f64, 61.0 / h as f64);
+        for (u, v) in [(0, 0), (5, 9), (22, 16), (11, 3)] {
+            let (x0, x1, y0, y1) = (
+                u as f64 * sx,
+                (u + 1) as f64 * sx,
+                v as f64 * sy,
+                (v + 1) as f64 * sy,
+            );
+            let mut want = [0f64; 3];
+            for y in y0.floor() as u32..(y1.ceil() as u32).min(61) {
+                let wy = ((y + 1) as f64).min(y1) - (y as f64).max(y0);
+                for x in x0.floor() as u32..(x1.ceil() as u32).min(97) {
+                    let wx = ((x + 1) as f64).min(x1) - (x as f64).max(x0);
+                    for (w, p) in want.iter_mut().zip(img.get_pixel(x, y).0) {
+                        *w += p as f64 * wx * wy / (sx * sy);
+                    }
+                }
+            }
+            for (c, (got, want)) in out.get_pixel(u, v).0.iter().zip(want).enumerate() {
+                let got = *got as f64;
+                assert!(
+                    (got - want).abs() <= 0.5 + 1e-3,
+                    "({u}, {v}) channel {c}: {got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io::Cursor;
 
 mod jpeg;
 mod png;
+mod zune;
 
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
