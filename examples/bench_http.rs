@@ -4,8 +4,8 @@
 //!
 //! Environment: `BASE_URL` (e.g. `http://127.0.0.1:8080`), `API_KEY`;
 //! optional `CONCURRENCY` (4), `REQUESTS` (100), `WARMUP` (8), `MEGAPIXELS`
-//! (2.6), `SOURCE`, `TARGET` (images to scale; default the fetched fixtures
-//! `obama.jpg` / `obama2.jpg`).
+//! (2.6; 0 sends the files unchanged), `SOURCE`, `TARGET` (images to scale;
+//! default the fetched fixtures `obama.jpg` / `obama2.jpg`).
 use std::{
     path::PathBuf,
     sync::{
@@ -22,8 +22,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// `path` scaled to about `mp` megapixels, as a quality-90 JPEG.
+/// `path` scaled to about `mp` megapixels, as a quality-90 JPEG; `mp` 0
+/// sends the file as it is (a real phone photo: EXIF, progressive, ...).
 fn scaled_jpeg(path: &PathBuf, mp: f64) -> Vec<u8> {
+    if mp == 0.0 {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!("{}: as is, {} KB", path.display(), bytes.len() / 1024);
+        return bytes;
+    }
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let scale = (mp * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
     let (w, h) = (
