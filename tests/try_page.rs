@@ -110,13 +110,19 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// chromedriver and the browser binary, or None (with the reason).
 fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
-    let driver = std::env::var_os("FACECOMPARE_TEST_CHROMEDRIVER")
-        .map(PathBuf::from)
+    // An explicit path must exist; otherwise look where Debian puts them.
+    let given = |var: &str| -> Result<Option<PathBuf>, String> {
+        match std::env::var_os(var).map(PathBuf::from) {
+            Some(p) if p.is_file() => Ok(Some(p)),
+            Some(p) => Err(format!("{var}={} does not exist", p.display())),
+            None => Ok(None),
+        }
+    };
+    let driver = given("FACECOMPARE_TEST_CHROMEDRIVER")?
         .or_else(|| on_path("chromedriver"))
         .ok_or("chromedriver not found (apt-get install chromium-driver)")?;
     // Debian's /usr/bin/chromium is a shell wrapper; the binary itself starts faster.
-    let browser = std::env::var_os("FACECOMPARE_TEST_CHROMIUM")
-        .map(PathBuf::from)
+    let browser = given("FACECOMPARE_TEST_CHROMIUM")?
         .or_else(|| Some(PathBuf::from("/usr/lib/chromium/chromium")).filter(|p| p.is_file()))
         .or_else(|| on_path("chromium"))
         .or_else(|| on_path("chromium-browser"))
@@ -193,7 +199,10 @@ impl Browser {
                 "binary": browser.display().to_string(),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1200,1600",
-                         "--hide-scrollbars", "--force-device-scale-factor=1"]
+                         "--hide-scrollbars", "--force-device-scale-factor=1",
+                         // A fake camera (a test pattern), allowed without a prompt.
+                         "--use-fake-device-for-media-stream",
+                         "--use-fake-ui-for-media-stream"]
             }
         }}});
         let r = b
@@ -572,4 +581,36 @@ async fn a_person_tries_two_photos_in_chromium() {
     // The key lives in the tab (sessionStorage): a reload keeps it.
     browser.goto(&s.url("/try")).await;
     assert_eq!(browser.property("#key", "value").await, json!(org.key));
+
+    // The camera path (Chromium's fake camera: a test pattern) makes the selfie.
+    browser.click("#camera-open").await;
+    browser.wait_for("#camera:not([hidden])").await;
+    let since = Instant::now();
+    while browser.property("#camera-video", "videoWidth").await == json!(0) {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the camera never streamed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.click("#camera-shoot").await;
+    browser.wait_for("#camera[hidden]").await;
+    assert!(
+        browser
+            .text("#source-faces")
+            .await
+            .contains("camera-selfie.jpg"),
+        "{}",
+        browser.text("#source-faces").await
+    );
+    browser
+        .upload("#target-file", &fixture_path("obama2.jpg"))
+        .await;
+    browser.submit_and_wait().await;
+    let outcome = browser.attribute("#result", "data-outcome").await;
+    assert!(
+        matches!(outcome.as_deref(), Some("no-face-source" | "no-match")),
+        "a test pattern is not Obama: {outcome:?}"
+    );
+    assert_eq!(s.balance(&org).await, 6);
 }
