@@ -260,18 +260,25 @@
       text = 'No face found in the ' + NAMES[side] + '.';
     } else if (side === 'source') {
       text = n === 1 ? '1 face found; it was compared.'
-        : n + ' faces found; the largest (solid outline) was compared, the others (dashed) were not.';
+        : n + ' faces found; the largest (solid outline) was compared.';
     } else {
       text = n === 1 ? '1 face found; it was compared.'
         : n + ' faces found; each was compared with the selfie and the best similarity counts.';
     }
-    if (n > 0) {
-      var swatch = document.createElement('span');
-      swatch.className = 'swatch';
-      swatch.setAttribute('aria-hidden', 'true');
-      caption.appendChild(swatch);
-    }
+    if (n > 0) { caption.appendChild(swatch('')); }
     caption.appendChild(document.createTextNode(text));
+    if (side === 'source' && n > 1) {
+      caption.appendChild(document.createTextNode(' '));
+      caption.appendChild(swatch('other'));
+      caption.appendChild(document.createTextNode('dashed: not compared.'));
+    }
+  }
+
+  function swatch(kind) {
+    var s = document.createElement('span');
+    s.className = kind ? 'swatch ' + kind : 'swatch';
+    s.setAttribute('aria-hidden', 'true');
+    return s;
   }
 
   /* ---- errors ---- */
@@ -290,7 +297,7 @@
 
   var ADVICE = {
     401: 'Check the API key.',
-    402: 'The organisation has too few tokens; an operator can add some with `facecompare tokens add`.',
+    402: 'The organisation has too few tokens; an operator can add some (facecompare tokens add).',
     413: 'The photos are too large; the limit is 15 MB each.',
     429: 'Too many requests for this organisation.',
     503: 'The server is busy; retry shortly.'
