@@ -235,6 +235,35 @@ mod tests {
     }
 
     #[test]
+    fn openapi_describes_the_endpoint_as_served() {
+        let v: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI_JSON).unwrap();
+        let op = &v["paths"]["/v1/face/detect"]["post"];
+        for status in ["200", "400", "401", "429", "500", "503"] {
+            assert!(op["responses"][status].is_object(), "{status} undocumented");
+        }
+        assert!(op["responses"]["402"].is_null(), "detect is never charged");
+        let schemas = &v["components"]["schemas"];
+        let fields = |name: &str| -> Vec<String> {
+            let mut k: Vec<String> = schemas[name]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(fields("DetectResponse"), ["faces", "height", "width"]);
+        assert_eq!(
+            fields("FaceBox"),
+            ["height", "left", "score", "top", "width"]
+        );
+        for page in ["/try", "/"] {
+            assert!(v["paths"][page]["get"].is_object(), "{page}");
+        }
+    }
+
+    #[test]
     fn bad_images_are_named_by_the_image_field() {
         for message in ["source: not a JPEG", "not a JPEG"] {
             let e = image_error(FacesError::BadImage {
