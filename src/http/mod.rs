@@ -3,6 +3,8 @@
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
+//! - [`detect`]: `POST /v1/face/detect` (face boxes of one image, uncharged).
+//! - [`try_page`]: `GET /try` and `GET /` (the browser page; can be turned off).
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - [`server`]: the accept loop (connection cap, timeouts, graceful shutdown).
 use std::{
@@ -34,9 +36,11 @@ use crate::{
 pub mod auth;
 pub mod body_budget;
 pub mod compare;
+pub mod detect;
 pub mod error;
 pub mod ops;
 pub mod server;
+pub mod try_page;
 
 use error::{ApiError, REQUEST_ID};
 
@@ -55,8 +59,10 @@ pub struct AppState {
 pub struct OrgId(pub String);
 
 /// Routes known to the metrics (anything else is `other`, keeping label cardinality bounded).
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 7] = [
     "/v1/face/compare",
+    "/v1/face/detect",
+    "/try",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -66,11 +72,15 @@ const ROUTES: [&str; 5] = [
 pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .route("/v1/face/compare", post(compare::compare))
+        .route("/v1/face/detect", post(detect::detect))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi));
     if state.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));
+    }
+    if state.config.try_page {
+        routes = routes.merge(try_page::routes());
     }
     with_layers(routes, state)
 }
