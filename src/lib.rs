@@ -7,8 +7,10 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod error_codes;
 pub mod faces;
 pub mod http;
 pub mod inputs;
 pub mod memory;
+pub mod operations;
 pub mod telemetry;

@@ -274,6 +274,9 @@ fn submit_error(e: SubmitError) -> FacesError {
     }
 }
 
+/// One target face: cosine, calibrated confidence, the map used, the ages.
+type Scored = (f32, f64, Map, (Option<f32>, Option<f32>));
+
 /// The API's rule: the largest source face against every target face, each
 /// pair through the policy (child map when both are estimated children), the
 /// highest confidence wins; 0 when either side has no face, at least
@@ -286,7 +289,7 @@ pub fn score(
 ) -> Comparison {
     let src_age = source.ages.first().copied();
     // Every target face through the policy, in target order.
-    let scored: Vec<(f32, f64, Map, (Option<f32>, Option<f32>))> = match source.embeddings.first() {
+    let scored: Vec<Scored> = match source.embeddings.first() {
         None => Vec::new(),
         Some(s) => target
             .embeddings

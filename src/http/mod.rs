@@ -3,6 +3,7 @@
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
+//! - [`rekognition`]: `POST /`, the AWS Rekognition `CompareFaces` protocol.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - [`server`]: the accept loop (connection cap, timeouts, graceful shutdown).
 use std::{
@@ -36,6 +37,7 @@ pub mod body_budget;
 pub mod compare;
 pub mod error;
 pub mod ops;
+pub mod rekognition;
 pub mod server;
 
 use error::{ApiError, REQUEST_ID};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub s3: Option<S3Store>,
     pub metrics: Metrics,
     pub body_budget: body_budget::BodyBudget,
+    /// The AWS signing keys, once loaded (`rekognition::signing_keys`).
+    pub aws_signing: std::sync::OnceLock<crate::accounts::SigningKeys>,
 }
 
 /// The organisation a response was for (a response extension, for the access log).
@@ -55,8 +59,9 @@ pub struct AppState {
 pub struct OrgId(pub String);
 
 /// Routes known to the metrics (anything else is `other`, keeping label cardinality bounded).
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 6] = [
     "/v1/face/compare",
+    "/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -66,6 +71,8 @@ const ROUTES: [&str; 5] = [
 pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .route("/v1/face/compare", post(compare::compare))
+        // The AWS Rekognition JSON protocol; it dispatches on X-Amz-Target.
+        .route("/", post(rekognition::handle))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi));
@@ -169,6 +176,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .transpose()
         .context("S3 configuration")?;
 
+    // A configured key that cannot be used fails the start; a key file that
+    // does not exist yet is looked for again on the first signed request.
+    let aws_signing = std::sync::OnceLock::new();
+    if let Some(keys) = crate::accounts::SigningKeys::load(&config.aws_signing, false)
+        .context("FACECOMPARE_AWS_SIGNING_KEY(_FILE)")?
+    {
+        let _ = aws_signing.set(keys);
+    }
+
     let fd_limit = server::raise_fd_limit();
     let limits = server::ConnLimits {
         max_connections: config
@@ -225,6 +241,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engine,
         s3,
         metrics: Metrics::new(),
+        aws_signing,
     });
     let app = router(state.clone());
 

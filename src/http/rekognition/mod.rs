@@ -1,0 +1,277 @@
+//! `POST /`: the AWS Rekognition JSON protocol (`X-Amz-Target:
+//! RekognitionService.CompareFaces`, `application/x-amz-json-1.1`), so that
+//! AWS SDKs work with `endpoint_url` pointed here.
+//!
+//! Order: body (bounded by size, the body budget and the deadline; SigV4
+//! signs its hash, so it is read before authentication) → SigV4 → target →
+//! rate limit (every authenticated request counts) → parse → the shared
+//! compare operation (balance, S3, engine, charge) → Rekognition response.
+//!
+//! - [`sigv4`]: signature verification.
+//! - [`model`]: request/response shapes and the mapping from a comparison.
+//! - [`errors`]: AWS error types.
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use tokio::{sync::oneshot, time::timeout_at};
+use tracing::Instrument;
+
+use super::{
+    AppState, OrgId,
+    auth::rate_limit_headers,
+    body_budget::BodyBudget,
+    error::{REQUEST_ID, current_request_id},
+};
+use crate::{
+    accounts::{Org, SigningKeys},
+    faces::{Comparison, FacesError},
+    inputs::CompareInputs,
+    operations::compare::{self as operation, CompareError, CompareRequest, Outcome},
+};
+
+pub mod errors;
+pub mod model;
+pub mod sigv4;
+
+use errors::AwsError;
+
+pub const COMPARE_FACES: &str = "RekognitionService.CompareFaces";
+
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let id = current_request_id();
+    // Dropped with this future when the connection goes away (see the native handler).
+    let (_client_here, client_gone) = oneshot::channel::<()>();
+    let work = REQUEST_ID
+        .scope(id, run(state, req, client_gone))
+        .instrument(tracing::Span::current());
+    match tokio::spawn(work).await {
+        Ok(response) => response,
+        Err(e) => AwsError::internal(format!("compare task failed: {e}")).into_response(),
+    }
+}
+
+async fn run(
+    state: Arc<AppState>,
+    req: Request,
+    mut client_gone: oneshot::Receiver<()>,
+) -> Response {
+    let deadline = operation::deadline(&state);
+    let (parts, body) = req.into_parts();
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > model::MAX_AWS_BODY_BYTES as u64) {
+        return close(
+            AwsError::image_too_large(format!(
+                "the request body is larger than {} bytes (two 5 MB images in base64)",
+                model::MAX_AWS_BODY_BYTES
+            ))
+            .into_response(),
+        );
+    }
+    // Held until the compare ends: the images live as long as it does.
+    let cost = BodyBudget::cost(
+        Some(declared_len.unwrap_or(model::MAX_AWS_BODY_BYTES as u64)),
+        true,
+    );
+    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
+        state.metrics.bodies_refused.inc();
+        return AwsError::from(CompareError::Faces(FacesError::Overloaded)).into_response();
+    };
+    let body = match timeout_at(deadline, read_body(body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return close(e.into_response()),
+        Err(_) => return AwsError::from(CompareError::TimedOut).into_response(),
+    };
+
+    let org = match authenticate(&state, &parts, &body).await {
+        Ok(org) => org,
+        Err(e) => return e.into_response(),
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    if target != Some(COMPARE_FACES) {
+        let e = AwsError::unknown_operation(format!(
+            "X-Amz-Target: {} is not supported; this server implements {COMPARE_FACES}",
+            target.map_or("(missing)".to_string(), |t| format!(
+                "{:?}",
+                t.chars().take(80).collect::<String>()
+            ))
+        ));
+        return with_org(e.into_response(), &org);
+    }
+    let decision = match operation::admit(&state, &org).await {
+        Ok(d) => d,
+        Err(e) => return with_org(AwsError::from(e).into_response(), &org),
+    };
+    let mut response = if decision.allowed {
+        match compare(
+            &state,
+            &org,
+            &parts.headers,
+            body,
+            deadline,
+            &mut client_gone,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    } else {
+        AwsError::throttling(
+            format!(
+                "Rate exceeded: the organisation's limit is {}",
+                org.rate_limit
+            ),
+            decision.retry_after_secs,
+        )
+        .into_response()
+    };
+    response.headers_mut().extend(rate_limit_headers(&decision));
+    with_org(response, &org)
+}
+
+/// An answer after which the connection is closed (the body may be unread).
+fn close(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn with_org(mut response: Response, org: &Org) -> Response {
+    response.extensions_mut().insert(OrgId(org.id.clone()));
+    response
+}
+
+async fn read_body(body: Body) -> Result<Bytes, AwsError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| AwsError::serialization("the request body could not be read"))?;
+        if buf.len() + chunk.len() > model::MAX_AWS_BODY_BYTES {
+            return Err(AwsError::image_too_large(format!(
+                "the request body is larger than {} bytes (two 5 MB images in base64)",
+                model::MAX_AWS_BODY_BYTES
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The organisation of a correctly signed request.
+async fn authenticate(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Org, AwsError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let req = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+    };
+    let (auth, string_to_sign) = sigv4::prepare(&req, now)?;
+    let Some(org) = state.accounts.authenticate_aws(&auth.access_key_id).await? else {
+        return Err(sigv4::SigError::UnknownKey.into());
+    };
+    let keys = signing_keys(state)?;
+    if !sigv4::matches(
+        &auth,
+        &string_to_sign,
+        &keys.candidate_secrets(&auth.access_key_id),
+    ) {
+        return Err(sigv4::SigError::Invalid(String::new()).into());
+    }
+    Ok(org)
+}
+
+/// The server signing keys, loaded on first use and kept: `key create --aws`
+/// may create the key file after the server started.
+fn signing_keys(state: &AppState) -> Result<SigningKeys, AwsError> {
+    if let Some(k) = state.aws_signing.get() {
+        return Ok(k.clone());
+    }
+    match SigningKeys::load(&state.config.aws_signing, false) {
+        Ok(Some(keys)) => Ok(state.aws_signing.get_or_init(|| keys).clone()),
+        // No key yet: no access key can have been issued against it.
+        Ok(None) => Err(sigv4::SigError::UnknownKey.into()),
+        Err(e) => Err(AwsError::internal(format!("AWS signing key: {e:#}"))),
+    }
+}
+
+async fn compare(
+    state: &AppState,
+    org: &Org,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    deadline: tokio::time::Instant,
+    client_gone: &mut oneshot::Receiver<()>,
+) -> Result<Response, AwsError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(errors::CONTENT_TYPE)
+        && !essence.eq_ignore_ascii_case("application/json")
+    {
+        return Err(AwsError::serialization(format!(
+            "Content-Type: expected {}, got {:?}",
+            errors::CONTENT_TYPE,
+            content_type.chars().take(80).collect::<String>()
+        )));
+    }
+    let bucket = state.config.s3.as_ref().map(|s| s.bucket.clone());
+    // Base64 of up to 10 MB: decoded off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || model::parse(&body, bucket.as_deref()))
+        .await
+        .map_err(|e| AwsError::internal(format!("parsing task failed: {e}")))??;
+    let (threshold, quality) = (parsed.threshold, parsed.quality);
+    let request = CompareRequest {
+        inputs: CompareInputs {
+            source: parsed.source,
+            target: parsed.target,
+        },
+        idempotency_key: None,
+        deadline,
+        request_id: current_request_id(),
+    };
+    let render = move |c: &Comparison, _org_threshold: f64| {
+        // Rekognition's threshold is the request's, not the organisation's.
+        let r = model::response(c, threshold, quality).ok_or(CompareError::NoSourceFace)?;
+        serde_json::to_string(&r).map_err(|e| CompareError::Internal(e.to_string()))
+    };
+    match operation::compare(state, org, request, client_gone, render).await? {
+        Outcome::Done { body, .. } | Outcome::Replay { body, .. } => {
+            let mut r = (StatusCode::OK, body).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(errors::CONTENT_TYPE),
+            );
+            if let Ok(v) = HeaderValue::from_str(&current_request_id()) {
+                h.insert("x-amzn-requestid", v);
+            }
+            Ok(r)
+        }
+    }
+}
