@@ -2,10 +2,11 @@
 //! RekognitionService.CompareFaces`, `application/x-amz-json-1.1`), so that
 //! AWS SDKs work with `endpoint_url` pointed here.
 //!
-//! Order: body (bounded by size, the body budget and the deadline; SigV4
-//! signs its hash, so it is read before authentication) → SigV4 → target →
-//! rate limit (every authenticated request counts) → parse → the shared
-//! compare operation (balance, S3, engine, charge) → Rekognition response.
+//! Order: SigV4 header, date and access key (before any body byte is read)
+//! → body (bounded by size, the body budget and the deadline) → signature
+//! (it covers the body's hash) → target → rate limit (every authenticated
+//! request counts) → parse → the shared compare operation (balance, S3,
+//! engine, charge) → Rekognition response.
 //!
 //! - [`sigv4`]: signature verification.
 //! - [`model`]: request/response shapes and the mapping from a comparison.
@@ -64,19 +65,28 @@ async fn run(
 ) -> Response {
     let deadline = operation::deadline(&state);
     let (parts, body) = req.into_parts();
+    // Signature header, date and access key first: only a known key gets to
+    // hold a body in memory. The signature itself needs the body's hash.
+    let (org, auth) = match known_key(&state, &parts).await {
+        Ok(found) => found,
+        Err(e) => {
+            // Read and dropped (bounded), so a client still sending gets the answer.
+            drain(body).await;
+            return e.into_response();
+        }
+    };
     let declared_len = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|n| n > model::MAX_AWS_BODY_BYTES as u64) {
-        return close(
-            AwsError::image_too_large(format!(
-                "the request body is larger than {} bytes (two 5 MB images in base64)",
-                model::MAX_AWS_BODY_BYTES
-            ))
-            .into_response(),
-        );
+        // Not worth reading: the connection is closed after this answer.
+        let e = AwsError::image_too_large(format!(
+            "the request body is larger than {} bytes (two 5 MB images in base64)",
+            model::MAX_AWS_BODY_BYTES
+        ));
+        return with_org(close(e.into_response()), &org);
     }
     // Held until the compare ends: the images live as long as it does.
     let cost = BodyBudget::cost(
@@ -85,18 +95,19 @@ async fn run(
     );
     let Some(_body_share) = state.body_budget.try_reserve(cost) else {
         state.metrics.bodies_refused.inc();
-        return AwsError::from(CompareError::Faces(FacesError::Overloaded)).into_response();
+        drain(body).await;
+        let e = AwsError::from(CompareError::Faces(FacesError::Overloaded));
+        return with_org(e.into_response(), &org);
     };
     let body = match timeout_at(deadline, read_body(body)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return close(e.into_response()),
-        Err(_) => return AwsError::from(CompareError::TimedOut).into_response(),
+        Ok(Err(e)) => return with_org(close(e.into_response()), &org),
+        Err(_) => return with_org(AwsError::from(CompareError::TimedOut).into_response(), &org),
     };
 
-    let org = match authenticate(&state, &parts, &body).await {
-        Ok(org) => org,
-        Err(e) => return e.into_response(),
-    };
+    if let Err(e) = verify_signature(&state, &parts, &auth, &body) {
+        return with_org(e.into_response(), &org);
+    }
     let target = parts
         .headers
         .get("x-amz-target")
@@ -150,6 +161,21 @@ fn close(mut r: Response) -> Response {
     r
 }
 
+/// Reads and discards a body, within the body limit and a few seconds.
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let discard = async {
+        let mut total = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            total += chunk.len();
+            if total > model::MAX_AWS_BODY_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), discard).await;
+}
+
 fn with_org(mut response: Response, org: &Org) -> Response {
     response.extensions_mut().insert(OrgId(org.id.clone()));
     response
@@ -172,16 +198,29 @@ async fn read_body(body: Body) -> Result<Bytes, AwsError> {
     Ok(buf.freeze())
 }
 
-/// The organisation of a correctly signed request.
-async fn authenticate(
+/// The organisation of a live access key whose `Authorization` header, scope
+/// and date pass; the signature is checked once the body is read.
+async fn known_key(
     state: &AppState,
     parts: &http::request::Parts,
-    body: &[u8],
-) -> Result<Org, AwsError> {
+) -> Result<(Org, sigv4::Authorization), AwsError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    let auth = sigv4::check_headers(&parts.headers, parts.uri.query(), now)?;
+    match state.accounts.authenticate_aws(&auth.access_key_id).await? {
+        Some(org) => Ok((org, auth)),
+        None => Err(sigv4::SigError::UnknownKey.into()),
+    }
+}
+
+fn verify_signature(
+    state: &AppState,
+    parts: &http::request::Parts,
+    auth: &sigv4::Authorization,
+    body: &[u8],
+) -> Result<(), AwsError> {
     let req = sigv4::SignedRequest {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
@@ -189,19 +228,14 @@ async fn authenticate(
         headers: &parts.headers,
         body,
     };
-    let (auth, string_to_sign) = sigv4::prepare(&req, now)?;
-    let Some(org) = state.accounts.authenticate_aws(&auth.access_key_id).await? else {
-        return Err(sigv4::SigError::UnknownKey.into());
-    };
+    let string_to_sign = sigv4::string_to_sign_of(&req, auth)?;
     let keys = signing_keys(state)?;
-    if !sigv4::matches(
-        &auth,
-        &string_to_sign,
-        &keys.candidate_secrets(&auth.access_key_id),
-    ) {
-        return Err(sigv4::SigError::Invalid(String::new()).into());
+    let secrets = keys.candidate_secrets(&auth.access_key_id);
+    if sigv4::matches(auth, &string_to_sign, &secrets) {
+        Ok(())
+    } else {
+        Err(sigv4::SigError::Invalid(String::new()).into())
     }
-    Ok(org)
 }
 
 /// The server signing keys, loaded on first use and kept: `key create --aws`

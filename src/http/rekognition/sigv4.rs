@@ -296,8 +296,21 @@ pub struct SignedRequest<'a> {
 /// Checks everything that does not need the secret; returns the parsed
 /// header and the string to sign.
 pub fn prepare(req: &SignedRequest, now_unix: i64) -> Result<(Authorization, String), SigError> {
-    let Some(auth) = req.headers.get(http::header::AUTHORIZATION) else {
-        if req.raw_query.is_some_and(|q| q.contains("X-Amz-Signature")) {
+    let auth = check_headers(req.headers, req.raw_query, now_unix)?;
+    let sts = string_to_sign_of(req, &auth)?;
+    Ok((auth, sts))
+}
+
+/// The checks that need no body: the `Authorization` header, the scope, the
+/// date window. Run before the body is read, so that a client without a
+/// plausible signature never gets to hold a body in memory.
+pub fn check_headers(
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+    now_unix: i64,
+) -> Result<Authorization, SigError> {
+    let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
+        if raw_query.is_some_and(|q| q.contains("X-Amz-Signature")) {
             return Err(SigError::Incomplete(
                 "presigned URLs are not supported; sign the Authorization header".into(),
             ));
@@ -320,11 +333,7 @@ pub fn prepare(req: &SignedRequest, now_unix: i64) -> Result<(Authorization, Str
             )));
         }
     }
-    let amz_date = req
-        .headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| SigError::Incomplete("x-amz-date header missing".into()))?;
+    let amz_date = amz_date(headers)?;
     let when = parse_amz_date(amz_date).ok_or_else(|| {
         SigError::Incomplete(format!(
             "x-amz-date {amz_date:?}: expected YYYYMMDDTHHMMSSZ"
@@ -340,6 +349,18 @@ pub fn prepare(req: &SignedRequest, now_unix: i64) -> Result<(Authorization, Str
             "Credential date does not match x-amz-date".into(),
         ));
     }
+    Ok(auth)
+}
+
+fn amz_date(headers: &HeaderMap) -> Result<&str, SigError> {
+    headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| SigError::Incomplete("x-amz-date header missing".into()))
+}
+
+/// The string to sign of a request whose headers passed [`check_headers`].
+pub fn string_to_sign_of(req: &SignedRequest, auth: &Authorization) -> Result<String, SigError> {
     let payload = hex::encode(Sha256::digest(req.body));
     if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
         // The SDKs may announce the payload hash; it has to be the real one.
@@ -357,8 +378,7 @@ pub fn prepare(req: &SignedRequest, now_unix: i64) -> Result<(Authorization, Str
         &auth.signed_headers,
         &payload,
     )?;
-    let sts = string_to_sign(amz_date, &auth.scope(), &creq);
-    Ok((auth, sts))
+    Ok(string_to_sign(amz_date(req.headers)?, &auth.scope(), &creq))
 }
 
 /// Whether one of `secrets` produced the signature (constant-time comparison).
