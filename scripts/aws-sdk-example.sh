@@ -79,9 +79,8 @@ PYEOF
 
 echo "--- AWS CLI: compare-faces"
 "$VENV/bin/aws" rekognition compare-faces --endpoint-url "$FACECOMPARE_URL" \
-  --source-image "fileb://$SRC" --target-image "fileb://$TGT" \
-  --query '{Similarity: FaceMatches[0].Similarity, Unmatched: length(UnmatchedFaces), SourceBox: SourceImageFace.BoundingBox}' \
+  --source-image-bytes "fileb://$SRC" --target-image-bytes "fileb://$TGT" \
   --output json
 echo "--- AWS CLI: a wrong secret"
 AWS_SECRET_ACCESS_KEY=wrong-secret "$VENV/bin/aws" rekognition compare-faces --endpoint-url "$FACECOMPARE_URL" \
-  --source-image "fileb://$SRC" --target-image "fileb://$TGT" 2>&1 | tail -2 || true
+  --source-image-bytes "fileb://$SRC" --target-image-bytes "fileb://$TGT" 2>&1 | tail -2 || true
