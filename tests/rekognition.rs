@@ -151,6 +151,17 @@ async fn same_person_is_a_face_match_and_costs_one_token(b: Backend) {
         .expect("CompareFaces");
     assert!(out.face_matches().is_empty(), "{out:?}");
     assert_eq!(out.unmatched_faces().len(), 1, "{out:?}");
+    assert_eq!(s.balance(&org).await, 7);
+    // Same metrics as the native endpoint, under the route label `/`.
+    let m = s.get("/metrics").await;
+    if m.status == 200 {
+        assert!(
+            m.text
+                .contains("facecompare_requests_total{route=\"/\",status=\"200\"}"),
+            "{}",
+            m.text
+        );
+    }
 }
 
 async fn different_people_are_unmatched_faces(b: Backend) {

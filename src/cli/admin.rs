@@ -149,7 +149,7 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 for k in &keys {
                     let state = if k.revoked { "revoked" } else { "active" };
                     println!(
-                        "{:<20}  {:<3}  {state:<7}  created {}",
+                        "{:<28}  {:<3}  {state:<7}  created {}",
                         k.id,
                         k.kind,
                         utc_text(k.created_at_ms)
