@@ -40,6 +40,7 @@ on_both_backends!(
     no_face_in_the_source_is_invalid_parameter_and_free,
     bad_signatures_and_revoked_keys_are_refused,
     the_rate_limit_is_a_throttling_exception,
+    hand_signed_requests_check_target_and_date,
     insufficient_tokens_are_access_denied,
 );
 
@@ -225,7 +226,9 @@ async fn bad_signatures_and_revoked_keys_are_refused(b: Backend) {
     let s = server(b);
     let org = s.org(10).await;
     let key = aws_key(s, &org).await;
-    let wrong = format!("{}x", &key.secret[..key.secret.len() - 1]);
+    // The secret with its last character changed (to one it surely is not).
+    let last = if key.secret.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &key.secret[..key.secret.len() - 1]);
     let e = client(s, &key.id, &wrong)
         .compare_faces()
         .source_image(bytes(fixture("obama.jpg")))
@@ -415,4 +418,127 @@ async fn s3_objects_follow_the_ownership_rule() {
     drop(owned);
     let _ = store.kill();
     let _ = store.wait();
+}
+
+/// A request signed here (with the server's own SigV4 functions, which the
+/// AWS test vectors pin), to reach what an SDK never sends: another
+/// `X-Amz-Target`, a date outside the 15-minute window.
+async fn signed_post(
+    s: &Server,
+    key: &AwsKey,
+    target: &str,
+    amz_date: &str,
+) -> (u16, serde_json::Value) {
+    use facecompare::http::rekognition::sigv4;
+    use sha2::Digest;
+    let body = b"{}";
+    let host = s.base.trim_start_matches("http://").to_string();
+    let mut h = http::HeaderMap::new();
+    h.insert("host", host.parse().unwrap());
+    h.insert("x-amz-date", amz_date.parse().unwrap());
+    h.insert("x-amz-target", target.parse().unwrap());
+    h.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
+    let signed: Vec<String> = ["content-type", "host", "x-amz-date", "x-amz-target"]
+        .map(String::from)
+        .to_vec();
+    let payload = hex::encode(sha2::Sha256::digest(body));
+    let creq = sigv4::canonical_request("POST", "/", None, &h, &signed, &payload).unwrap();
+    let date = &amz_date[..8];
+    let scope = format!("{date}/us-east-1/rekognition/aws4_request");
+    let sts = sigv4::string_to_sign(amz_date, &scope, &creq);
+    let sig = sigv4::signature(
+        &sigv4::signing_key(&key.secret, date, "us-east-1", "rekognition"),
+        &sts,
+    );
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={sig}",
+        key.id,
+        signed.join(";")
+    );
+    let r = common::client()
+        .post(s.url("/"))
+        .header("x-amz-date", amz_date)
+        .header("x-amz-target", target)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("authorization", auth)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn amz_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + offset_secs;
+    let (days, rem) = (now.div_euclid(86_400), now.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn hand_signed_requests_check_target_and_date(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    // Correctly signed, empty body: the signature passes, the body does not.
+    let (status, v) = signed_post(s, &key, "RekognitionService.CompareFaces", &amz_date(0)).await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("InvalidParameterException")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().starts_with("SourceImage"),
+        "{v}"
+    );
+    let (status, v) = signed_post(s, &key, "RekognitionService.DetectFaces", &amz_date(0)).await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("UnknownOperationException")),
+        "{v}"
+    );
+    let (status, v) = signed_post(
+        s,
+        &key,
+        "RekognitionService.CompareFaces",
+        &amz_date(-16 * 60),
+    )
+    .await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (403, Some("InvalidSignatureException")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    // Within the window (clock skew of a few minutes) is accepted.
+    let (_, v) = signed_post(
+        s,
+        &key,
+        "RekognitionService.CompareFaces",
+        &amz_date(-5 * 60),
+    )
+    .await;
+    assert_eq!(v["__type"], "InvalidParameterException", "{v}");
+    assert_eq!(s.balance(&org).await, 10);
 }
