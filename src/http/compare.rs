@@ -1,9 +1,11 @@
-//! `POST /v1/face/compare`.
+//! `POST /v1/face/compare`: the native transport of the compare operation.
 //!
 //! Order (each step refuses before the more expensive ones run):
 //! auth → rate limit (every authenticated request counts) → parse the body →
-//! `Idempotency-Key` (replay / mismatch / in progress) → balance check (402
-//! before heavy work) → fetch S3 inputs → engine → charge → response.
+//! [`operations::compare`](crate::operations::compare): `Idempotency-Key`
+//! (replay / mismatch / in progress) → balance check (402 before heavy work)
+//! → fetch S3 inputs → engine → charge → response. This module maps the
+//! operation's result and errors to the native API (`error_codes`).
 //!
 //! The work runs in its own task: a client that disconnects cannot cut it
 //! between the charge and the idempotency record, and a panic becomes a 500.
