@@ -90,6 +90,8 @@ pub struct Config {
     pub body_budget_bytes: u64,
     /// Serve the try page (`GET /try`, `GET /`); `FACECOMPARE_TRY_PAGE=off` turns it off.
     pub try_page: bool,
+    /// The server key AWS access-key secrets derive from (`accounts::aws_keys`).
+    pub aws_signing: crate::accounts::SigningKeySource,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -189,6 +191,14 @@ impl Config {
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
             body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
+            aws_signing: crate::accounts::SigningKeySource {
+                key: var("FACECOMPARE_AWS_SIGNING_KEY"),
+                file: PathBuf::from(
+                    var("FACECOMPARE_AWS_SIGNING_KEY_FILE")
+                        .unwrap_or_else(|| "data/aws-signing.key".into()),
+                ),
+                previous: var("FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS"),
+            },
             metrics_token: match var("FACECOMPARE_METRICS_TOKEN") {
                 Some(t) if t.trim().len() < 16 => {
                     bail!("FACECOMPARE_METRICS_TOKEN: use at least 16 characters")

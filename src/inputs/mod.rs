@@ -6,6 +6,7 @@
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
 //! - [`sniff`]: recognises image formats from their magic bytes.
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
+use crate::error_codes;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -150,22 +151,26 @@ impl InputError {
     /// The stable machine-readable error code of the API.
     pub fn code(&self) -> &'static str {
         match self {
-            InputError::InvalidBody { .. } => "invalid_body",
-            InputError::UnsupportedContentType { .. } => "unsupported_content_type",
-            InputError::BodyTooLarge { .. } => "body_too_large",
-            InputError::MissingField { .. } | InputError::MissingImage { .. } => "missing_field",
-            InputError::EmptyField { .. } => "empty_field",
-            InputError::DuplicateField { .. } => "duplicate_field",
-            InputError::InvalidFieldType { .. } | InputError::S3NotAccepted { .. } => {
-                "invalid_field_type"
+            InputError::InvalidBody { .. } => error_codes::INVALID_BODY,
+            InputError::UnsupportedContentType { .. } => error_codes::UNSUPPORTED_CONTENT_TYPE,
+            InputError::BodyTooLarge { .. } => error_codes::BODY_TOO_LARGE,
+            InputError::MissingField { .. } | InputError::MissingImage { .. } => {
+                error_codes::MISSING_FIELD
             }
-            InputError::InvalidBase64 { .. } => "invalid_base64",
-            InputError::UnsupportedImageFormat { .. } => "unsupported_image_format",
-            InputError::ImageTooLarge { .. } | InputError::S3TooLarge { .. } => "image_too_large",
-            InputError::S3NotConfigured { .. } => "s3_not_configured",
-            InputError::S3Forbidden { .. } => "s3_forbidden",
-            InputError::S3NotFound { .. } => "s3_object_not_found",
-            InputError::S3Unavailable { .. } => "s3_unavailable",
+            InputError::EmptyField { .. } => error_codes::EMPTY_FIELD,
+            InputError::DuplicateField { .. } => error_codes::DUPLICATE_FIELD,
+            InputError::InvalidFieldType { .. } | InputError::S3NotAccepted { .. } => {
+                error_codes::INVALID_FIELD_TYPE
+            }
+            InputError::InvalidBase64 { .. } => error_codes::INVALID_BASE64,
+            InputError::UnsupportedImageFormat { .. } => error_codes::UNSUPPORTED_IMAGE_FORMAT,
+            InputError::ImageTooLarge { .. } | InputError::S3TooLarge { .. } => {
+                error_codes::IMAGE_TOO_LARGE
+            }
+            InputError::S3NotConfigured { .. } => error_codes::S3_NOT_CONFIGURED,
+            InputError::S3Forbidden { .. } => error_codes::S3_FORBIDDEN,
+            InputError::S3NotFound { .. } => error_codes::S3_OBJECT_NOT_FOUND,
+            InputError::S3Unavailable { .. } => error_codes::S3_UNAVAILABLE,
         }
     }
 
