@@ -17,16 +17,15 @@ use axum::{
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::{sync::oneshot, time::timeout_at};
-use tracing::Instrument;
 
 use super::{
-    AppState, OrgId,
+    AppState,
     auth::{authenticate, rate_limit_headers},
     body_budget::BodyBudget,
-    error::{ApiError, REQUEST_ID, current_request_id},
+    error::{ApiError, current_request_id},
+    exchange,
 };
 use crate::{
     accounts::Org,
@@ -36,18 +35,11 @@ use crate::{
 };
 
 pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let id = current_request_id();
-    // Dropped with this future when the connection goes away: the task then
-    // stops waiting for S3 and the engine (its queued images are dropped),
-    // unless it has reached the charge.
-    let (_client_here, client_gone) = oneshot::channel::<()>();
-    let work = REQUEST_ID
-        .scope(id, run(state, req, client_gone))
-        .instrument(tracing::Span::current());
-    match tokio::spawn(work).await {
-        Ok(response) => response,
-        Err(e) => ApiError::internal(format!("compare task failed: {e}")).into_response(),
-    }
+    exchange::in_own_task(
+        |client_gone| run(state, req, client_gone),
+        |e| ApiError::internal(e).into_response(),
+    )
+    .await
 }
 
 async fn run(
@@ -63,7 +55,7 @@ async fn run(
     };
     let decision = match operation::admit(&state, &org).await {
         Ok(d) => d,
-        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
+        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
     };
     let mut response = if decision.allowed {
         match process(&state, &org, &parts.headers, &mut body, &mut client_gone).await {
@@ -78,32 +70,13 @@ async fn run(
         .await
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
-    with_org(response, &org)
+    exchange::with_org(response, &org)
 }
 
-/// An error answer; a body not read yet is read and discarded first (within
-/// the body limit and a few seconds), so that a client still sending gets
-/// the answer instead of a reset connection.
+/// An error answer, after the unread body (see [`exchange::drain`]).
 async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
-    if let Some(body) = body {
-        let mut stream = body.into_data_stream();
-        let drain = async {
-            let mut total = 0usize;
-            while let Some(Ok(chunk)) = stream.next().await {
-                total += chunk.len();
-                if total > MAX_BODY_BYTES {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-    }
+    exchange::drain(body, MAX_BODY_BYTES).await;
     e.into_response()
-}
-
-fn with_org(mut response: Response, org: &Org) -> Response {
-    response.extensions_mut().insert(OrgId(org.id.clone()));
-    response
 }
 
 /// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters.
@@ -123,17 +96,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Err(bad());
     }
     Ok(Some(key.to_string()))
-}
-
-/// How long an early error waits for the rest of an unread body.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn timed_out() -> ApiError {
-    ApiError::unavailable(
-        error_codes::REQUEST_TIMEOUT,
-        "the request took too long; retry later",
-        1,
-    )
 }
 
 async fn process(
@@ -170,7 +132,7 @@ async fn process(
     let body = body.take().unwrap_or_default();
     let inputs = timeout_at(deadline, inputs::body::read_body(kind, body))
         .await
-        .map_err(|_| timed_out())??;
+        .map_err(|_| ApiError::timed_out())??;
 
     let request = CompareRequest {
         inputs,
@@ -207,7 +169,7 @@ fn api_error(e: CompareError) -> ApiError {
             "Idempotency-Key: a request with this key is still running; retry shortly",
         )
         .with_header(header::RETRY_AFTER, 1),
-        CompareError::TimedOut => timed_out(),
+        CompareError::TimedOut => ApiError::timed_out(),
         CompareError::ClientGone => ApiError::new(
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             error_codes::CLIENT_CLOSED_REQUEST,

@@ -17,19 +17,18 @@ use axum::{
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use tokio::time::timeout_at;
 
 use super::{
-    AppState, OrgId,
+    AppState,
     auth::{authenticate, rate_limit_headers},
     body_budget::BodyBudget,
     error::ApiError,
+    exchange,
 };
 use crate::{
-    accounts::Org,
     faces::{FacesError, Side, report::ImageReport},
     inputs::{
         InputError,
@@ -89,7 +88,7 @@ pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Respons
     };
     let decision = match state.accounts.rate_check(&org).await {
         Ok(d) => d,
-        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
+        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
     };
     let mut response = if decision.allowed {
         match process(&state, &parts.headers, &mut body).await {
@@ -104,7 +103,7 @@ pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Respons
         .await
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
-    with_org(response, &org)
+    exchange::with_org(response, &org)
 }
 
 async fn process(
@@ -137,10 +136,10 @@ async fn process(
     let body = body.take().unwrap_or_default();
     let bytes = timeout_at(deadline, read_image_body(kind, body))
         .await
-        .map_err(|_| timed_out())??;
+        .map_err(|_| ApiError::timed_out())??;
     let report = timeout_at(deadline, state.engine.faces(Side::Source, bytes))
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| ApiError::timed_out())?
         .map_err(image_error)?;
     let body = serde_json::to_string(&DetectResponse::from(report)).map_err(ApiError::internal)?;
     let mut r = (StatusCode::OK, body).into_response();
@@ -172,39 +171,9 @@ fn image_error(e: FacesError) -> ApiError {
     }
 }
 
-fn timed_out() -> ApiError {
-    ApiError::unavailable(
-        "request_timeout",
-        "the request took too long; retry later",
-        1,
-    )
-}
-
-fn with_org(mut response: Response, org: &Org) -> Response {
-    response.extensions_mut().insert(OrgId(org.id.clone()));
-    response
-}
-
-/// How long an early error waits for the rest of an unread body.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// An error answer; a body not read yet is read and discarded first (within
-/// the body limit and a few seconds), so that a client still sending gets the
-/// answer instead of a reset connection (as `compare` does).
+/// An error answer, after the unread body (see [`exchange::drain`]).
 async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
-    if let Some(body) = body {
-        let mut stream = body.into_data_stream();
-        let drain = async {
-            let mut total = 0usize;
-            while let Some(Ok(chunk)) = stream.next().await {
-                total += chunk.len();
-                if total > MAX_SINGLE_BODY_BYTES {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-    }
+    exchange::drain(body, MAX_SINGLE_BODY_BYTES).await;
     e.into_response()
 }
 

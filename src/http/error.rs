@@ -94,6 +94,15 @@ impl ApiError {
             .with_header(http::header::RETRY_AFTER, retry_after_secs)
     }
 
+    /// 503: the request passed its deadline (`FACECOMPARE_REQUEST_TIMEOUT_S`); nothing was charged.
+    pub fn timed_out() -> Self {
+        Self::unavailable(
+            error_codes::REQUEST_TIMEOUT,
+            "the request took too long; retry later",
+            1,
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -1,6 +1,7 @@
 //! HTTP layer: router, errors, auth, the compare endpoint, operations routes.
 //!
 //! - [`error`]: the one API error type and its JSON body.
+//! - [`exchange`]: what every API route does around its work (own task, draining, org tag).
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
 //! - [`detect`]: `POST /v1/face/detect` (face boxes of one image, uncharged).
@@ -39,6 +40,7 @@ pub mod body_budget;
 pub mod compare;
 pub mod detect;
 pub mod error;
+pub mod exchange;
 pub mod ops;
 pub mod rekognition;
 pub mod server;

@@ -22,13 +22,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use tokio::{sync::oneshot, time::timeout_at};
-use tracing::Instrument;
 
 use super::{
-    AppState, OrgId,
-    auth::rate_limit_headers,
-    body_budget::BodyBudget,
-    error::{REQUEST_ID, current_request_id},
+    AppState, auth::rate_limit_headers, body_budget::BodyBudget, error::current_request_id,
+    exchange,
 };
 use crate::{
     accounts::{Org, SigningKeys},
@@ -46,16 +43,11 @@ use errors::AwsError;
 pub const COMPARE_FACES: &str = "RekognitionService.CompareFaces";
 
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let id = current_request_id();
-    // Dropped with this future when the connection goes away (see the native handler).
-    let (_client_here, client_gone) = oneshot::channel::<()>();
-    let work = REQUEST_ID
-        .scope(id, run(state, req, client_gone))
-        .instrument(tracing::Span::current());
-    match tokio::spawn(work).await {
-        Ok(response) => response,
-        Err(e) => AwsError::internal(format!("compare task failed: {e}")).into_response(),
-    }
+    exchange::in_own_task(
+        |client_gone| run(state, req, client_gone),
+        |e| AwsError::internal(e).into_response(),
+    )
+    .await
 }
 
 async fn run(
@@ -71,7 +63,7 @@ async fn run(
         Ok(found) => found,
         Err(e) => {
             // Read and dropped (bounded), so a client still sending gets the answer.
-            drain(body).await;
+            exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
             return e.into_response();
         }
     };
@@ -86,7 +78,7 @@ async fn run(
             "the request body is larger than {} bytes (two 5 MB images in base64)",
             model::MAX_AWS_BODY_BYTES
         ));
-        return with_org(close(e.into_response()), &org);
+        return exchange::with_org(close(e.into_response()), &org);
     }
     // Held until the compare ends: the images live as long as it does.
     let cost = BodyBudget::cost(
@@ -95,18 +87,20 @@ async fn run(
     );
     let Some(_body_share) = state.body_budget.try_reserve(cost) else {
         state.metrics.bodies_refused.inc();
-        drain(body).await;
+        exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
         let e = AwsError::from(CompareError::Faces(FacesError::Overloaded));
-        return with_org(e.into_response(), &org);
+        return exchange::with_org(e.into_response(), &org);
     };
     let body = match timeout_at(deadline, read_body(body)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return with_org(close(e.into_response()), &org),
-        Err(_) => return with_org(AwsError::from(CompareError::TimedOut).into_response(), &org),
+        Ok(Err(e)) => return exchange::with_org(close(e.into_response()), &org),
+        Err(_) => {
+            return exchange::with_org(AwsError::from(CompareError::TimedOut).into_response(), &org);
+        }
     };
 
     if let Err(e) = verify_signature(&state, &parts, &auth, &body) {
-        return with_org(e.into_response(), &org);
+        return exchange::with_org(e.into_response(), &org);
     }
     let target = parts
         .headers
@@ -120,11 +114,11 @@ async fn run(
                 t.chars().take(80).collect::<String>()
             ))
         ));
-        return with_org(e.into_response(), &org);
+        return exchange::with_org(e.into_response(), &org);
     }
     let decision = match operation::admit(&state, &org).await {
         Ok(d) => d,
-        Err(e) => return with_org(AwsError::from(e).into_response(), &org),
+        Err(e) => return exchange::with_org(AwsError::from(e).into_response(), &org),
     };
     let mut response = if decision.allowed {
         match compare(
@@ -151,7 +145,7 @@ async fn run(
         .into_response()
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
-    with_org(response, &org)
+    exchange::with_org(response, &org)
 }
 
 /// An answer after which the connection is closed (the body may be unread).
@@ -159,26 +153,6 @@ fn close(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// Reads and discards a body, within the body limit and a few seconds.
-async fn drain(body: Body) {
-    let mut stream = body.into_data_stream();
-    let discard = async {
-        let mut total = 0usize;
-        while let Some(Ok(chunk)) = stream.next().await {
-            total += chunk.len();
-            if total > model::MAX_AWS_BODY_BYTES {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), discard).await;
-}
-
-fn with_org(mut response: Response, org: &Org) -> Response {
-    response.extensions_mut().insert(OrgId(org.id.clone()));
-    response
 }
 
 async fn read_body(body: Body) -> Result<Bytes, AwsError> {
