@@ -83,9 +83,13 @@ async fn the_page_can_be_turned_off() {
     }
     let db = common::fresh_database(Backend::Sqlite, "trypage_off");
     let s = spawn_server(ServerOptions::new(&db).env("FACECOMPARE_TRY_PAGE", "off"));
-    for path in ["/try", "/", "/try/app.js", "/try/style.css"] {
+    for path in ["/try", "/try/app.js", "/try/style.css"] {
         s.get(path).await.assert_error(404, "not_found", None);
     }
+    // `/` keeps only the AWS Rekognition protocol (POST).
+    s.get("/")
+        .await
+        .assert_error(405, "method_not_allowed", None);
     // The API stays: detect is an API route, not part of the page.
     let r = Resp::from(
         client()

@@ -95,7 +95,10 @@ async fn run(
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return exchange::with_org(close(e.into_response()), &org),
         Err(_) => {
-            return exchange::with_org(AwsError::from(CompareError::TimedOut).into_response(), &org);
+            return exchange::with_org(
+                AwsError::from(CompareError::TimedOut).into_response(),
+                &org,
+            );
         }
     };
 
