@@ -29,7 +29,7 @@ use super::{
 };
 
 const ID_PREFIX: &str = "FCAK";
-/// Shortest accepted server signing key (characters): 256 bits of hex.
+/// Shortest accepted server signing key, in characters (the generated one is 32 random bytes as 64 hex digits).
 const MIN_SIGNING_KEY_LEN: usize = 32;
 
 /// Where the server signing key comes from (see `Config`).
