@@ -88,6 +88,10 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Request-body bytes all compares may hold at once (see `http::body_budget`).
     pub body_budget_bytes: u64,
+    /// Serve the try page (`GET /try`, `GET /`); `FACECOMPARE_TRY_PAGE=off` turns it off.
+    pub try_page: bool,
+    /// The server key AWS access-key secrets derive from (`accounts::aws_keys`).
+    pub aws_signing: crate::accounts::SigningKeySource,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -104,6 +108,16 @@ where
             .trim()
             .parse()
             .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+    }
+}
+
+/// An on/off setting: `on`/`off`, `true`/`false`, `1`/`0`, `yes`/`no`.
+fn switch(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some("off" | "false" | "0" | "no") => Ok(false),
+        Some(v) => bail!("{name}={v:?}: use on or off"),
     }
 }
 
@@ -177,12 +191,21 @@ impl Config {
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
             body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
+            aws_signing: crate::accounts::SigningKeySource {
+                key: var("FACECOMPARE_AWS_SIGNING_KEY"),
+                file: PathBuf::from(
+                    var("FACECOMPARE_AWS_SIGNING_KEY_FILE")
+                        .unwrap_or_else(|| "data/aws-signing.key".into()),
+                ),
+                previous: var("FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS"),
+            },
             metrics_token: match var("FACECOMPARE_METRICS_TOKEN") {
                 Some(t) if t.trim().len() < 16 => {
                     bail!("FACECOMPARE_METRICS_TOKEN: use at least 16 characters")
                 }
                 t => t.map(|t| t.trim().to_string()),
             },
+            try_page: switch("FACECOMPARE_TRY_PAGE", true)?,
             metrics_listen: match var("FACECOMPARE_METRICS_LISTEN") {
                 None => None,
                 Some(_) => Some(parse_var(
@@ -197,6 +220,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_switches() {
+        // Process-wide environment: a variable no other test reads.
+        let name = "FACECOMPARE_TEST_SWITCH_ONLY_HERE";
+        assert!(switch(name, true).unwrap());
+        for (v, want) in [
+            ("off", false),
+            (" OFF ", false),
+            ("0", false),
+            ("on", true),
+            ("yes", true),
+        ] {
+            // SAFETY: only this test touches this variable.
+            unsafe { std::env::set_var(name, v) };
+            assert_eq!(switch(name, true).unwrap(), want, "{v}");
+        }
+        unsafe { std::env::set_var(name, "maybe") };
+        assert!(switch(name, true).is_err());
+        unsafe { std::env::remove_var(name) };
+    }
 
     #[test]
     fn parses_rate_limits() {

@@ -1,14 +1,19 @@
 //! facecompare: a self-hosted, drop-in `POST /v1/face/compare` server.
 //!
 //! One request flows through the folders in order:
-//! `http` (routing, auth, errors) → `accounts` (keys, tokens, rate limits,
-//! idempotency) → `inputs` (multipart/JSON/base64/S3 into image bytes) →
-//! `faces` (decode, detect, align, embed, calibrate on a worker pool).
+//! `http` (routing, auth, errors; the native API and the Rekognition
+//! protocol) → `operations` (the compare transaction both protocols share) →
+//! `accounts` (keys, tokens, rate limits, idempotency) → `inputs`
+//! (multipart/JSON/base64/S3 into image bytes) → `faces` (decode, detect,
+//! align, embed, calibrate on a worker pool). `error_codes` lists the native
+//! API's error codes.
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod error_codes;
 pub mod faces;
 pub mod http;
 pub mod inputs;
 pub mod memory;
+pub mod operations;
 pub mod telemetry;

@@ -324,6 +324,19 @@ fn rgba_png_matches_its_jpeg() {
 }
 
 #[test]
+fn boxes_only_finds_the_same_faces_without_embedding_them() {
+    let mut m = models("mobilefacenet");
+    let full = analyze(&mut m, &fixture("t1.jpg"));
+    let boxes = m.faces(&fixture("t1.jpg"), MAX_TARGET_FACES).unwrap();
+    assert_eq!(boxes.faces, full.faces);
+    assert!(boxes.embeddings.is_empty() && boxes.ages.is_empty());
+    assert_eq!(
+        (boxes.embed, boxes.age),
+        (Default::default(), Default::default())
+    );
+}
+
+#[test]
 fn several_faces_in_target_best_one_wins() {
     let mut m = models("mobilefacenet");
     let group = analyze(&mut m, &fixture("t1.jpg"));

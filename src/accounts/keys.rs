@@ -59,8 +59,10 @@ impl Accounts {
         insert_key(&mut conn, &org.id).await
     }
 
-    /// The org's keys, oldest first; never the secrets (they are not stored).
+    /// The org's keys (API keys, then AWS access keys), oldest first; never
+    /// the secrets (they are not stored).
     pub async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>, AccountsError> {
+        let aws = self.list_aws_keys(org_id).await?;
         let rows = sqlx::query("SELECT id, org_id, created_at, revoked_at FROM api_keys WHERE org_id = $1 ORDER BY created_at, id")
             .bind(org_id)
             .fetch_all(&self.pool)
@@ -70,14 +72,19 @@ impl Accounts {
                 Ok(KeyInfo {
                     id: row.try_get(0)?,
                     org: row.try_get(1)?,
+                    kind: "api",
                     created_at_ms: row.try_get(2)?,
                     revoked: row.try_get::<Option<i64>, _>(3)?.is_some(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, AccountsError>>()
+            .map(|mut keys| {
+                keys.extend(aws);
+                keys
+            })
     }
 
-    /// Revokes a key by id; revoking a revoked key again is not an error.
+    /// Revokes a key (API key or AWS access key) by id; revoking a revoked key again is not an error.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountsError> {
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -91,7 +98,7 @@ impl Accounts {
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some();
-            if !exists {
+            if !exists && !self.revoke_aws_key(key_id).await? {
                 return Err(AccountsError::KeyNotFound(key_id.to_string()));
             }
         }

@@ -107,6 +107,8 @@ pub struct CreatedKey {
 pub struct KeyInfo {
     pub id: String,
     pub org: String,
+    /// `api` (an `x-api-key` key) or `aws` (an access key id for SigV4).
+    pub kind: &'static str,
     #[serde(rename = "createdAtMs")]
     pub created_at_ms: i64,
     pub revoked: bool,
@@ -118,6 +120,7 @@ pub struct Accounts {
     backend: Backend,
 }
 
+mod aws_keys;
 mod db;
 mod idempotency;
 mod keys;
@@ -126,6 +129,7 @@ mod orgs;
 mod rate_limit;
 mod transient;
 
+pub use aws_keys::{SigningKeySource, SigningKeys};
 pub use db::Backend;
 pub use idempotency::IDEMPOTENCY_LEASE_MARGIN;
 

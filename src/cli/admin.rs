@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{KeyCommand, OrgCommand, OrgCreateArgs, TokensCommand};
 use crate::{
-    accounts::{Accounts, NewOrg, Org},
+    accounts::{Accounts, NewOrg, Org, SigningKeys},
     config::{Config, RateLimit},
 };
 
@@ -95,7 +95,36 @@ async fn org_create(
 pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
     let accounts = open(config).await?;
     match cmd {
-        KeyCommand::Create { org, json } => {
+        KeyCommand::Create {
+            org,
+            aws: true,
+            json,
+        } => {
+            // The signing key first: no access key is issued that could not verify.
+            let keys = SigningKeys::load(&config.aws_signing, true)?
+                .context("the AWS signing key could not be loaded")?;
+            let key = accounts.create_aws_key(&org).await?;
+            let secret = keys.secret_for(&key.id);
+            if json {
+                print_json(&json!({
+                    "id": key.id,
+                    "org": key.org,
+                    "kind": "aws",
+                    "accessKeyId": key.id,
+                    "secretAccessKey": secret,
+                }))?;
+            } else {
+                println!("access key id:     {}", key.id);
+                println!("org:               {}", key.org);
+                println!("secret access key: {secret}");
+                println!(
+                    "Store the secret now: it is not stored and is shown only this once.\n\
+                     Use them as AWS credentials with endpoint_url set to this server."
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Create { org, json, .. } => {
             let key = accounts.create_key(&org).await?;
             if json {
                 print_json(&key)?;
@@ -120,8 +149,9 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 for k in &keys {
                     let state = if k.revoked { "revoked" } else { "active" };
                     println!(
-                        "{}  {state:<7}  created {}",
+                        "{:<28}  {:<3}  {state:<7}  created {}",
                         k.id,
+                        k.kind,
                         utc_text(k.created_at_ms)
                     );
                 }

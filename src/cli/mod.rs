@@ -84,6 +84,10 @@ pub enum KeyCommand {
         /// Organisation id or name.
         #[arg(long)]
         org: String,
+        /// An AWS access key id + secret access key (SigV4, for the
+        /// Rekognition-compatible endpoint) instead of an API key.
+        #[arg(long)]
+        aws: bool,
         #[arg(long)]
         json: bool,
     },
@@ -94,7 +98,7 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke an API key by its id (`key_...`).
+    /// Revoke an API key (`key_...`) or AWS access key (`FCAK...`) by its id.
     Revoke { key_id: String },
 }
 

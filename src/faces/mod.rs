@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use calibration::{Map, Policy};
 use pack::Pack;
-use pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models};
+use pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models};
 use pool::{Pool, SubmitError};
 use report::ImageReport;
 
@@ -196,10 +196,11 @@ impl Engine {
         side: Side,
         bytes: Bytes,
         max_faces: usize,
+        depth: Depth,
     ) -> Result<(Analysis, Duration), FacesError> {
         let (result, queued) = self
             .pool
-            .analyze(place, bytes, max_faces)
+            .analyze(place, bytes, max_faces, depth)
             .await
             .map_err(submit_error)?;
         match result {
@@ -224,8 +225,14 @@ impl Engine {
         // A failed source ends the compare at once (the target's job, if not
         // started, is dropped); a failed target still waits for the source,
         // whose error is the one reported when both are bad.
-        let s_fut = self.analyze_on(&mut sp, Side::Source, source, 1);
-        let t_fut = self.analyze_on(&mut tp, Side::Target, target, MAX_TARGET_FACES);
+        let s_fut = self.analyze_on(&mut sp, Side::Source, source, 1, Depth::Compare);
+        let t_fut = self.analyze_on(
+            &mut tp,
+            Side::Target,
+            target,
+            MAX_TARGET_FACES,
+            Depth::Compare,
+        );
         tokio::pin!(s_fut, t_fut);
         let ((s, sq), (t, tq)) = tokio::select! {
             s = &mut s_fut => { let s = s?; (s, t_fut.await?) }
@@ -242,11 +249,12 @@ impl Engine {
     }
 
     /// The faces of one image (up to [`MAX_TARGET_FACES`], largest first),
-    /// through the same queue and pipeline as a compare.
+    /// through the same queue and the same decode and detection as a compare;
+    /// no embedding or age pass (boxes only).
     pub async fn faces(&self, side: Side, bytes: Bytes) -> Result<ImageReport, FacesError> {
         let mut place = self.pool.reserve(1).map_err(submit_error)?;
         let (a, _) = self
-            .analyze_on(&mut place, side, bytes, MAX_TARGET_FACES)
+            .analyze_on(&mut place, side, bytes, MAX_TARGET_FACES, Depth::Boxes)
             .await?;
         Ok(ImageReport::from_analysis(&a))
     }
@@ -274,7 +282,7 @@ fn submit_error(e: SubmitError) -> FacesError {
     }
 }
 
-/// One target face scored: cosine, confidence, the map used, the two ages.
+/// One target face through the policy: cosine, confidence, map, (source age, target age).
 type Scored = (f32, f64, Map, (Option<f32>, Option<f32>));
 
 /// The API's rule: the largest source face against every target face, each

@@ -47,6 +47,15 @@ pub enum AnalyzeError {
     Abandoned,
 }
 
+/// How far an image goes down the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Decode and detect: face boxes only (no embeddings, no ages).
+    Boxes,
+    /// Everything a compare needs: embeddings and ages too.
+    Compare,
+}
+
 pub struct Models {
     pub detector: Detector,
     pub embedder: Embedder,
@@ -81,15 +90,22 @@ impl Models {
         self.analyze_at(bytes, max_faces, decode::WORKING_SIDE)
     }
 
+    /// Decode and detect only: the faces (largest first), no embeddings.
+    pub fn faces(&mut self, bytes: &[u8], max_faces: usize) -> Result<Analysis, AnalyzeError> {
+        let idle = AtomicBool::new(false);
+        self.run(bytes, max_faces, decode::WORKING_SIDE, Depth::Boxes, &idle)
+    }
+
     /// As [`Models::analyze`], stopping at the next stage boundary once
     /// `abandoned` is set (the request has given up on this image).
     pub fn analyze_unless(
         &mut self,
         bytes: &[u8],
         max_faces: usize,
+        depth: Depth,
         abandoned: &AtomicBool,
     ) -> Result<Analysis, AnalyzeError> {
-        self.run(bytes, max_faces, decode::WORKING_SIDE, abandoned)
+        self.run(bytes, max_faces, decode::WORKING_SIDE, depth, abandoned)
     }
 
     /// As [`Models::analyze`], decoding JPEGs at reduced scale down to
@@ -100,7 +116,8 @@ impl Models {
         max_faces: usize,
         working_side: u32,
     ) -> Result<Analysis, AnalyzeError> {
-        self.run(bytes, max_faces, working_side, &AtomicBool::new(false))
+        let idle = AtomicBool::new(false);
+        self.run(bytes, max_faces, working_side, Depth::Compare, &idle)
     }
 
     fn run(
@@ -108,6 +125,7 @@ impl Models {
         bytes: &[u8],
         max_faces: usize,
         working_side: u32,
+        depth: Depth,
         abandoned: &AtomicBool,
     ) -> Result<Analysis, AnalyzeError> {
         let checkpoint = || {
@@ -124,6 +142,17 @@ impl Models {
         let t1 = Instant::now();
         let (img, mut faces, rotation) = self.detector.faces_any_rotation(decoded.image)?;
         faces.truncate(max_faces.max(1));
+        if depth == Depth::Boxes {
+            return Ok(Analysis {
+                faces,
+                size: img.dimensions(),
+                rotation,
+                scale_denominator,
+                decode: t1 - t0,
+                detect: t1.elapsed(),
+                ..Default::default()
+            });
+        }
         checkpoint()?;
         let t2 = Instant::now();
         let crops: Vec<_> = faces.iter().map(|f| self.embedder.crop(&img, f)).collect();

@@ -16,13 +16,14 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::pipeline::{Analysis, AnalyzeError, Models};
+use super::pipeline::{Analysis, AnalyzeError, Depth, Models};
 
 struct Job {
     /// Set when the caller's future is dropped before the answer.
     abandoned: Arc<AtomicBool>,
     bytes: Bytes,
     max_faces: usize,
+    depth: Depth,
     enqueued: Instant,
     reply: oneshot::Sender<(Result<Analysis, AnalyzeError>, Duration)>,
 }
@@ -106,7 +107,12 @@ impl Pool {
                         }
                         let waited = job.enqueued.elapsed();
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            models.analyze_unless(&job.bytes, job.max_faces, &job.abandoned)
+                            models.analyze_unless(
+                                &job.bytes,
+                                job.max_faces,
+                                job.depth,
+                                &job.abandoned,
+                            )
                         }))
                         .unwrap_or_else(|_| {
                             Err(AnalyzeError::Engine(anyhow::anyhow!(
@@ -148,6 +154,7 @@ impl Pool {
         place: &mut Reservation<'_>,
         bytes: Bytes,
         max_faces: usize,
+        depth: Depth,
     ) -> Result<(Result<Analysis, AnalyzeError>, Duration), SubmitError> {
         assert!(place.left > 0, "a queue place is held for each image");
         let (reply, rx) = oneshot::channel();
@@ -157,6 +164,7 @@ impl Pool {
                 abandoned: Arc::clone(&abandoned),
                 bytes,
                 max_faces,
+                depth,
                 enqueued: Instant::now(),
                 reply,
             })

@@ -1,50 +1,45 @@
-//! `POST /v1/face/compare`.
+//! `POST /v1/face/compare`: the native transport of the compare operation.
 //!
 //! Order (each step refuses before the more expensive ones run):
 //! auth → rate limit (every authenticated request counts) → parse the body →
-//! `Idempotency-Key` (replay / mismatch / in progress) → balance check (402
-//! before heavy work) → fetch S3 inputs → engine → charge → response.
+//! [`operations::compare`](crate::operations::compare): `Idempotency-Key`
+//! (replay / mismatch / in progress) → balance check (402 before heavy work)
+//! → fetch S3 inputs → engine → charge → response. This module maps the
+//! operation's result and errors to the native API (`error_codes`).
 //!
 //! The work runs in its own task: a client that disconnects cannot cut it
 //! between the charge and the idempotency record, and a panic becomes a 500.
-use std::{sync::Arc, time::Instant};
+use crate::error_codes;
+use std::sync::Arc;
 
 use axum::{
     body::Body,
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::{sync::oneshot, time::timeout_at};
-use tracing::Instrument;
 
 use super::{
-    AppState, OrgId,
+    AppState,
     auth::{authenticate, rate_limit_headers},
     body_budget::BodyBudget,
-    error::{ApiError, REQUEST_ID, current_request_id},
+    error::{ApiError, current_request_id},
+    exchange,
 };
 use crate::{
-    accounts::{Accounts, IdempotencyBegin, Org},
-    faces::FacesError,
-    inputs::{self, CompareInputs, ImageInput, InputError, MAX_BODY_BYTES},
+    accounts::Org,
+    faces::{Comparison, FacesError},
+    inputs::{self, InputError, MAX_BODY_BYTES},
+    operations::compare::{self as operation, CompareError, CompareRequest, Outcome},
 };
 
 pub async fn compare(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let id = current_request_id();
-    // Dropped with this future when the connection goes away: the task then
-    // stops waiting for S3 and the engine (its queued images are dropped),
-    // unless it has reached the charge.
-    let (_client_here, client_gone) = oneshot::channel::<()>();
-    let work = REQUEST_ID
-        .scope(id, run(state, req, client_gone))
-        .instrument(tracing::Span::current());
-    match tokio::spawn(work).await {
-        Ok(response) => response,
-        Err(e) => ApiError::internal(format!("compare task failed: {e}")).into_response(),
-    }
+    exchange::in_own_task(
+        |client_gone| run(state, req, client_gone),
+        |e| ApiError::internal(e).into_response(),
+    )
+    .await
 }
 
 async fn run(
@@ -58,9 +53,9 @@ async fn run(
         Ok(org) => org,
         Err(e) => return answer_early(e, body).await,
     };
-    let decision = match state.accounts.rate_check(&org).await {
+    let decision = match operation::admit(&state, &org).await {
         Ok(d) => d,
-        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
+        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
     };
     let mut response = if decision.allowed {
         match process(&state, &org, &parts.headers, &mut body, &mut client_gone).await {
@@ -75,32 +70,13 @@ async fn run(
         .await
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
-    with_org(response, &org)
+    exchange::with_org(response, &org)
 }
 
-/// An error answer; a body not read yet is read and discarded first (within
-/// the body limit and a few seconds), so that a client still sending gets
-/// the answer instead of a reset connection.
+/// An error answer, after the unread body (see [`exchange::drain`]).
 async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
-    if let Some(body) = body {
-        let mut stream = body.into_data_stream();
-        let drain = async {
-            let mut total = 0usize;
-            while let Some(Ok(chunk)) = stream.next().await {
-                total += chunk.len();
-                if total > MAX_BODY_BYTES {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-    }
+    exchange::drain(body, MAX_BODY_BYTES).await;
     e.into_response()
-}
-
-fn with_org(mut response: Response, org: &Org) -> Response {
-    response.extensions_mut().insert(OrgId(org.id.clone()));
-    response
 }
 
 /// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters.
@@ -111,7 +87,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
+            error_codes::INVALID_IDEMPOTENCY_KEY,
             "Idempotency-Key: must be 1 to 255 visible ASCII characters",
         )
     };
@@ -122,60 +98,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-/// A reserved idempotency key: released (so a retry runs again) unless the
-/// request finished, also when the task fails or panics.
-struct Reservation {
-    accounts: Accounts,
-    org_id: String,
-    key: String,
-    armed: bool,
-}
-
-impl Reservation {
-    async fn finish(mut self, status: u16, body: &str) {
-        self.armed = false;
-        if let Err(e) = self
-            .accounts
-            .idempotency_finish(&self.org_id, &self.key, status, body)
-            .await
-        {
-            // The compare is done and charged; answering it beats failing it.
-            tracing::error!(error = %e, "could not store the idempotent response");
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (accounts, org_id, key) = (
-            self.accounts.clone(),
-            std::mem::take(&mut self.org_id),
-            std::mem::take(&mut self.key),
-        );
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = accounts.idempotency_abandon(&org_id, &key).await {
-                    tracing::error!(error = %e, "could not release an idempotency key");
-                }
-            });
-        }
-    }
-}
-
-/// How long an early error waits for the rest of an unread body.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn timed_out() -> ApiError {
-    ApiError::unavailable(
-        "request_timeout",
-        "the request took too long; retry later",
-        1,
-    )
-}
-
 async fn process(
     state: &AppState,
     org: &Org,
@@ -183,7 +105,7 @@ async fn process(
     body: &mut Option<Body>,
     client_gone: &mut oneshot::Receiver<()>,
 ) -> Result<Response, ApiError> {
-    let deadline = tokio::time::Instant::now() + state.config.request_timeout;
+    let deadline = operation::deadline(state);
     let idem_key = idempotency_key(headers)?;
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
@@ -210,103 +132,52 @@ async fn process(
     let body = body.take().unwrap_or_default();
     let inputs = timeout_at(deadline, inputs::body::read_body(kind, body))
         .await
-        .map_err(|_| timed_out())??;
+        .map_err(|_| ApiError::timed_out())??;
 
-    let reservation = match idem_key {
-        None => None,
-        Some(key) => match state
-            .accounts
-            .idempotency_begin_leased(
-                &org.id,
-                &key,
-                &inputs.fingerprint(),
-                state.config.request_timeout + crate::accounts::IDEMPOTENCY_LEASE_MARGIN,
-            )
-            .await?
-        {
-            IdempotencyBegin::New => Some(Reservation {
-                accounts: state.accounts.clone(),
-                org_id: org.id.clone(),
-                key,
-                armed: true,
-            }),
-            IdempotencyBegin::Replay { status, body } => return Ok(replay(status, body)),
-            IdempotencyBegin::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_mismatch",
-                    "Idempotency-Key: already used with other source/target inputs; use a new key",
-                ));
-            }
-            IdempotencyBegin::InProgress => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_in_progress",
-                    "Idempotency-Key: a request with this key is still running; retry shortly",
-                )
-                .with_header(header::RETRY_AFTER, 1));
-            }
-        },
+    let request = CompareRequest {
+        inputs,
+        idempotency_key: idem_key,
+        deadline,
+        request_id: current_request_id(),
     };
-
-    let cost = state.config.token_cost;
-    if cost > 0 {
-        let balance = state.accounts.balance(&org.id).await?;
-        if balance < cost {
-            return Err(insufficient(Some(balance), cost));
-        }
+    let render = |comparison: &Comparison, threshold: f64| {
+        serde_json::to_string(&comparison.response(threshold))
+            .map_err(|e| CompareError::Internal(e.to_string()))
+    };
+    match operation::compare(state, org, request, client_gone, render).await {
+        Ok(Outcome::Done { body, .. }) => Ok(json_response(StatusCode::OK, body)),
+        Ok(Outcome::Replay { status, body }) => Ok(replay(status, body)),
+        Err(e) => Err(api_error(e)),
     }
-
-    let (source, target) = until(deadline, client_gone, resolve_both(state, org, inputs)).await??;
-    let comparison = until(deadline, client_gone, state.engine.compare(source, target)).await??;
-    let t = &comparison.timings;
-    for (stage, d) in [
-        ("queue", t.queue),
-        ("decode", t.decode),
-        ("detect", t.detect),
-        ("embed", t.embed),
-    ] {
-        state.metrics.observe_stage(stage, d.as_secs_f64());
-    }
-    if !comparison.confidence.is_finite() {
-        return Err(ApiError::internal(
-            "the engine returned a non-finite confidence",
-        ));
-    }
-    let threshold = org.threshold.unwrap_or(state.config.threshold);
-    let body =
-        serde_json::to_string(&comparison.response(threshold)).map_err(ApiError::internal)?;
-
-    if cost > 0 {
-        let request_id = current_request_id();
-        match state.accounts.charge(&org.id, cost, &request_id).await? {
-            Some(_) => {
-                state.metrics.tokens_charged.inc_by(cost as u64);
-            }
-            None => return Err(insufficient(None, cost)),
-        }
-    }
-    if let Some(r) = reservation {
-        r.finish(200, &body).await;
-    }
-    Ok(json_response(StatusCode::OK, body))
 }
 
-/// `work` unless the deadline passes or the client goes first (then `work`
-/// is dropped: its queued images are skipped, a running one stops at its
-/// next stage).
-async fn until<F: std::future::Future>(
-    deadline: tokio::time::Instant,
-    client_gone: &mut oneshot::Receiver<()>,
-    work: F,
-) -> Result<F::Output, ApiError> {
-    tokio::select! {
-        out = timeout_at(deadline, work) => out.map_err(|_| timed_out()),
-        _ = client_gone => Err(ApiError::new(
+/// The native API's answer to a failed compare.
+fn api_error(e: CompareError) -> ApiError {
+    match e {
+        CompareError::Input(e) => e.into(),
+        CompareError::Faces(e) => e.into(),
+        CompareError::Accounts(e) => e.into(),
+        CompareError::InsufficientBalance { balance, cost } => insufficient(balance, cost),
+        CompareError::IdempotencyMismatch => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_codes::IDEMPOTENCY_KEY_MISMATCH,
+            "Idempotency-Key: already used with other source/target inputs; use a new key",
+        ),
+        CompareError::IdempotencyInProgress => ApiError::new(
+            StatusCode::CONFLICT,
+            error_codes::IDEMPOTENCY_IN_PROGRESS,
+            "Idempotency-Key: a request with this key is still running; retry shortly",
+        )
+        .with_header(header::RETRY_AFTER, 1),
+        CompareError::TimedOut => ApiError::timed_out(),
+        CompareError::ClientGone => ApiError::new(
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            "client_closed_request",
+            error_codes::CLIENT_CLOSED_REQUEST,
             "the client closed the connection before the answer; nothing was charged",
-        )),
+        ),
+        // The native answer never refuses a result; kept total for the compiler.
+        CompareError::NoSourceFace => ApiError::internal("unexpected NoSourceFace"),
+        CompareError::Internal(detail) => ApiError::internal(detail),
     }
 }
 
@@ -332,46 +203,6 @@ fn replay(status: u16, body: String) -> Response {
     r.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
-}
-
-/// Turns both inputs into bytes, fetching S3 references concurrently.
-async fn resolve_both(
-    state: &AppState,
-    org: &Org,
-    inputs: CompareInputs,
-) -> Result<(Bytes, Bytes), ApiError> {
-    let (source, target) = tokio::join!(
-        resolve(state, org, "source", inputs.source),
-        resolve(state, org, "target", inputs.target)
-    );
-    Ok((source?, target?))
-}
-
-async fn resolve(
-    state: &AppState,
-    org: &Org,
-    field: &str,
-    input: ImageInput,
-) -> Result<Bytes, ApiError> {
-    match input {
-        ImageInput::Bytes(b) => Ok(b),
-        ImageInput::S3(reference) => {
-            let Some(s3) = &state.s3 else {
-                return Err(InputError::S3NotConfigured {
-                    field: field.into(),
-                }
-                .into());
-            };
-            let started = Instant::now();
-            let fetched = s3.fetch(&org.s3_prefix, field, &reference).await;
-            state
-                .metrics
-                .observe_stage("s3", started.elapsed().as_secs_f64());
-            let bytes = fetched?;
-            inputs::check_image_bytes(field, &bytes)?;
-            Ok(bytes)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //!
 //! Internal failures are logged here with their detail and answered with a
 //! generic 500: no stack trace, SQL or file path ever reaches a client.
+use crate::error_codes;
 use axum::{
     Json,
     response::{IntoResponse, Response},
@@ -56,19 +57,19 @@ impl ApiError {
         tracing::error!(error = %detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            error_codes::INTERNAL_ERROR,
             "unexpected server error; it is safe to retry with backoff",
         )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, error_codes::UNAUTHORIZED, message)
     }
 
     pub fn insufficient_balance(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PAYMENT_REQUIRED,
-            "insufficient_balance",
+            error_codes::INSUFFICIENT_BALANCE,
             message,
         )
     }
@@ -77,7 +78,7 @@ impl ApiError {
         let secs = retry_after_secs.max(1);
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            error_codes::RATE_LIMITED,
             format!("rate limit of {limit_text} exceeded; retry in {secs} s"),
         )
         .with_header(http::header::RETRY_AFTER, secs)
@@ -93,10 +94,19 @@ impl ApiError {
             .with_header(http::header::RETRY_AFTER, retry_after_secs)
     }
 
+    /// 503: the request passed its deadline (`FACECOMPARE_REQUEST_TIMEOUT_S`); nothing was charged.
+    pub fn timed_out() -> Self {
+        Self::unavailable(
+            error_codes::REQUEST_TIMEOUT,
+            "the request took too long; retry later",
+            1,
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            error_codes::NOT_FOUND,
             "no such route; see /openapi.json",
         )
     }
@@ -104,7 +114,7 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            error_codes::METHOD_NOT_ALLOWED,
             "method not allowed on this route",
         )
     }
@@ -139,7 +149,7 @@ impl From<FacesError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, code, message)
             }
             FacesError::Overloaded => Self::unavailable(
-                "overloaded",
+                error_codes::OVERLOADED,
                 "the server is busy comparing faces; retry shortly",
                 1,
             ),
@@ -158,7 +168,7 @@ impl From<AccountsError> for ApiError {
             // An outage is expected and retryable, not a bug: 503, logged as a warning.
             tracing::warn!(error = %e, "database unavailable");
             return Self::unavailable(
-                "database_unavailable",
+                error_codes::DATABASE_UNAVAILABLE,
                 "the database is unavailable; nothing was charged, retry shortly",
                 DATABASE_RETRY_AFTER_SECS,
             );

@@ -1,8 +1,12 @@
 //! HTTP layer: router, errors, auth, the compare endpoint, operations routes.
 //!
 //! - [`error`]: the one API error type and its JSON body.
+//! - [`exchange`]: what every API route does around its work (own task, draining, org tag).
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
+//! - [`detect`]: `POST /v1/face/detect` (face boxes of one image, uncharged).
+//! - [`try_page`]: `GET /try` and `GET /` (the browser page; can be turned off).
+//! - [`rekognition`]: `POST /`, the AWS Rekognition `CompareFaces` protocol.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - [`server`]: the accept loop (connection cap, timeouts, graceful shutdown).
 use std::{
@@ -34,9 +38,13 @@ use crate::{
 pub mod auth;
 pub mod body_budget;
 pub mod compare;
+pub mod detect;
 pub mod error;
+pub mod exchange;
 pub mod ops;
+pub mod rekognition;
 pub mod server;
+pub mod try_page;
 
 use error::{ApiError, REQUEST_ID};
 
@@ -48,6 +56,8 @@ pub struct AppState {
     pub s3: Option<S3Store>,
     pub metrics: Metrics,
     pub body_budget: body_budget::BodyBudget,
+    /// The AWS signing keys, once loaded (`rekognition::signing_keys`).
+    pub aws_signing: std::sync::OnceLock<crate::accounts::SigningKeys>,
 }
 
 /// The organisation a response was for (a response extension, for the access log).
@@ -55,8 +65,11 @@ pub struct AppState {
 pub struct OrgId(pub String);
 
 /// Routes known to the metrics (anything else is `other`, keeping label cardinality bounded).
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 8] = [
     "/v1/face/compare",
+    "/v1/face/detect",
+    "/try",
+    "/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -66,11 +79,17 @@ const ROUTES: [&str; 5] = [
 pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .route("/v1/face/compare", post(compare::compare))
+        .route("/v1/face/detect", post(detect::detect))
+        // The AWS Rekognition JSON protocol; it dispatches on X-Amz-Target.
+        .route("/", post(rekognition::handle))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi));
     if state.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));
+    }
+    if state.config.try_page {
+        routes = routes.merge(try_page::routes());
     }
     with_layers(routes, state)
 }
@@ -169,6 +188,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .transpose()
         .context("S3 configuration")?;
 
+    // A configured key that cannot be used fails the start; a key file that
+    // does not exist yet is looked for again on the first signed request.
+    let aws_signing = std::sync::OnceLock::new();
+    if let Some(keys) = crate::accounts::SigningKeys::load(&config.aws_signing, false)
+        .context("FACECOMPARE_AWS_SIGNING_KEY(_FILE)")?
+    {
+        let _ = aws_signing.set(keys);
+    }
+
     let fd_limit = server::raise_fd_limit();
     let limits = server::ConnLimits {
         max_connections: config
@@ -225,6 +253,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engine,
         s3,
         metrics: Metrics::new(),
+        aws_signing,
     });
     let app = router(state.clone());
 

@@ -169,7 +169,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 }
 
-fn missing_hint(others: &[String]) -> String {
+pub(super) fn missing_hint(others: &[String]) -> String {
     if others.is_empty() {
         String::new()
     } else {
@@ -206,7 +206,10 @@ fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
     Ok((source, target))
 }
 
-async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, InputError> {
+pub(super) async fn classify_owned(
+    field: &'static str,
+    s: String,
+) -> Result<ImageInput, InputError> {
     if s.len() < BLOCKING_DECODE_BYTES {
         return text::classify(field, &s);
     }
@@ -220,7 +223,7 @@ async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, In
         })
 }
 
-fn map_multer(e: multer::Error) -> InputError {
+pub(super) fn map_multer(e: multer::Error) -> InputError {
     match e {
         multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge {
             limit: MAX_BODY_BYTES,
@@ -301,7 +304,7 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
 
 /// A `Content-Disposition` parameter, its name matched case-insensitively;
 /// the value quoted (with `\` escapes) or a bare token.
-fn disposition_param(header: &[u8], key: &str) -> Option<String> {
+pub(super) fn disposition_param(header: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(header);
     let mut rest = text.split_once(';')?.1;
     loop {
@@ -343,7 +346,10 @@ fn disposition_param(header: &[u8], key: &str) -> Option<String> {
 /// Buffers one part up to its limit: 15 MB once its bytes show an image
 /// signature, the base64 size of 15 MB otherwise. Past the limit the rest is
 /// only counted (to report the size), not buffered.
-async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, InputError> {
+pub(super) async fn read_part(
+    field: &str,
+    part: &mut multer::Field<'_>,
+) -> Result<Bytes, InputError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = part.chunk().await.map_err(map_multer)? {
         let mut head: Vec<u8> = buf.iter().take(sniff::SNIFF_LEN).copied().collect();
@@ -371,7 +377,7 @@ async fn read_part(field: &str, part: &mut multer::Field<'_>) -> Result<Bytes, I
     Ok(buf.freeze())
 }
 
-async fn classify_part(
+pub(super) async fn classify_part(
     field: &'static str,
     data: Bytes,
     is_file: bool,

@@ -2,14 +2,17 @@
 //! inputs, each either image bytes or an S3 reference.
 //!
 //! - [`body`]: reads the body (content type, streaming size limits, duplicate fields).
+//! - [`single`]: the same rules for a body with one image (`POST /v1/face/detect`).
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
 //! - [`sniff`]: recognises image formats from their magic bytes.
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
+use crate::error_codes;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod body;
 pub mod s3;
+pub mod single;
 pub mod sniff;
 pub mod text;
 
@@ -79,6 +82,14 @@ pub enum InputError {
     BodyTooLarge { limit: usize },
     #[error("{field}: missing; send both fields source and target{hint}")]
     MissingField { field: String, hint: String },
+    /// The one image of a single-image body (`POST /v1/face/detect`) is missing.
+    #[error("{field}: missing; send one image in the field {field}{hint}")]
+    MissingImage { field: String, hint: String },
+    /// A single-image endpoint got what reads as an S3 key: it takes image bytes only.
+    #[error(
+        "{field}: looks like an S3 key (it is not a base64 image); this endpoint takes the image itself: a file part, base64 or a data URI"
+    )]
+    S3NotAccepted { field: String },
     #[error("{field}: empty; send an image (file part, base64 or data URI) or an S3 key")]
     EmptyField { field: String },
     #[error("{field}: sent more than once")]
@@ -140,20 +151,26 @@ impl InputError {
     /// The stable machine-readable error code of the API.
     pub fn code(&self) -> &'static str {
         match self {
-            InputError::InvalidBody { .. } => "invalid_body",
-            InputError::UnsupportedContentType { .. } => "unsupported_content_type",
-            InputError::BodyTooLarge { .. } => "body_too_large",
-            InputError::MissingField { .. } => "missing_field",
-            InputError::EmptyField { .. } => "empty_field",
-            InputError::DuplicateField { .. } => "duplicate_field",
-            InputError::InvalidFieldType { .. } => "invalid_field_type",
-            InputError::InvalidBase64 { .. } => "invalid_base64",
-            InputError::UnsupportedImageFormat { .. } => "unsupported_image_format",
-            InputError::ImageTooLarge { .. } | InputError::S3TooLarge { .. } => "image_too_large",
-            InputError::S3NotConfigured { .. } => "s3_not_configured",
-            InputError::S3Forbidden { .. } => "s3_forbidden",
-            InputError::S3NotFound { .. } => "s3_object_not_found",
-            InputError::S3Unavailable { .. } => "s3_unavailable",
+            InputError::InvalidBody { .. } => error_codes::INVALID_BODY,
+            InputError::UnsupportedContentType { .. } => error_codes::UNSUPPORTED_CONTENT_TYPE,
+            InputError::BodyTooLarge { .. } => error_codes::BODY_TOO_LARGE,
+            InputError::MissingField { .. } | InputError::MissingImage { .. } => {
+                error_codes::MISSING_FIELD
+            }
+            InputError::EmptyField { .. } => error_codes::EMPTY_FIELD,
+            InputError::DuplicateField { .. } => error_codes::DUPLICATE_FIELD,
+            InputError::InvalidFieldType { .. } | InputError::S3NotAccepted { .. } => {
+                error_codes::INVALID_FIELD_TYPE
+            }
+            InputError::InvalidBase64 { .. } => error_codes::INVALID_BASE64,
+            InputError::UnsupportedImageFormat { .. } => error_codes::UNSUPPORTED_IMAGE_FORMAT,
+            InputError::ImageTooLarge { .. } | InputError::S3TooLarge { .. } => {
+                error_codes::IMAGE_TOO_LARGE
+            }
+            InputError::S3NotConfigured { .. } => error_codes::S3_NOT_CONFIGURED,
+            InputError::S3Forbidden { .. } => error_codes::S3_FORBIDDEN,
+            InputError::S3NotFound { .. } => error_codes::S3_OBJECT_NOT_FOUND,
+            InputError::S3Unavailable { .. } => error_codes::S3_UNAVAILABLE,
         }
     }
 
@@ -174,6 +191,8 @@ impl InputError {
             | InputError::UnsupportedContentType { .. }
             | InputError::BodyTooLarge { .. } => None,
             InputError::MissingField { field, .. }
+            | InputError::MissingImage { field, .. }
+            | InputError::S3NotAccepted { field }
             | InputError::EmptyField { field }
             | InputError::DuplicateField { field }
             | InputError::InvalidFieldType { field, .. }

@@ -3,6 +3,7 @@
 //! work and memory bounded per image (JPEG scans, decoded bytes at the real
 //! bit depth and channel count), large images decoded at reduced scale (JPEG
 //! in the DCT domain, PNG while streaming rows), EXIF orientation applied.
+use crate::error_codes;
 use std::io::Cursor;
 
 mod jpeg;
@@ -59,12 +60,12 @@ fn size_text(width: u64, height: u64) -> String {
 impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
-            DecodeError::Unsupported(_) => "unsupported_image_format",
+            DecodeError::Unsupported(_) => error_codes::UNSUPPORTED_IMAGE_FORMAT,
             DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
-                "image_dimensions_too_large"
+                error_codes::IMAGE_DIMENSIONS_TOO_LARGE
             }
-            DecodeError::TooComplex(_) => "image_too_complex",
-            DecodeError::Corrupt(_) => "image_decode_failed",
+            DecodeError::TooComplex(_) => error_codes::IMAGE_TOO_COMPLEX,
+            DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
         }
     }
 }

@@ -1,0 +1,247 @@
+//! `POST /v1/face/detect`: the face boxes of ONE image, for the try page's
+//! outlines (and any client that wants to show where the faces are).
+//!
+//! Authenticated and counted by the organisation's rate limit like a compare,
+//! but never charged: it reveals no identity decision (boxes and detector
+//! scores only, no similarity, no embedding, no age). Bounded like a compare:
+//! body size, the shared body budget, the request deadline, and the inference
+//! queue (a full queue is 503 `overloaded`).
+//!
+//! Order: auth → rate limit → body (one field `image`, see
+//! [`crate::inputs::single`]) → engine → response. A client that goes away
+//! drops this future, and with it its queued image.
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use tokio::time::timeout_at;
+
+use super::{
+    AppState,
+    auth::{authenticate, rate_limit_headers},
+    body_budget::BodyBudget,
+    error::ApiError,
+    exchange,
+};
+use crate::{
+    faces::{FacesError, Side, report::ImageReport},
+    inputs::{
+        InputError,
+        body::{BodyKind, body_kind},
+        single::{IMAGE_FIELD, MAX_SINGLE_BODY_BYTES, read_image_body},
+    },
+};
+
+/// The 200 body.
+#[derive(Debug, Serialize)]
+pub struct DetectResponse {
+    /// Upright size of the image in pixels (EXIF orientation applied).
+    pub width: u32,
+    pub height: u32,
+    /// Largest first: `faces[0]` is the face a compare uses as its source.
+    pub faces: Vec<FaceBox>,
+}
+
+/// One face: a box as ratios (0–1) of the upright image, and the detector score.
+#[derive(Debug, Serialize)]
+pub struct FaceBox {
+    pub left: f32,
+    pub top: f32,
+    pub width: f32,
+    pub height: f32,
+    pub score: f32,
+}
+
+impl From<ImageReport> for DetectResponse {
+    /// Boxes only: landmarks and ages stay inside.
+    fn from(r: ImageReport) -> Self {
+        let round = |v: f32| (v * 10_000.0).round() / 10_000.0;
+        DetectResponse {
+            width: r.width,
+            height: r.height,
+            faces: r
+                .faces
+                .into_iter()
+                .map(|f| FaceBox {
+                    left: round(f.left),
+                    top: round(f.top),
+                    width: round(f.width),
+                    height: round(f.height),
+                    score: round(f.score),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let org = match authenticate(&state, &parts.headers).await {
+        Ok(org) => org,
+        Err(e) => return answer_early(e, body).await,
+    };
+    let decision = match state.accounts.rate_check(&org).await {
+        Ok(d) => d,
+        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
+    };
+    let mut response = if decision.allowed {
+        match process(&state, &parts.headers, &mut body).await {
+            Ok(r) => r,
+            Err(e) => answer_early(e, body).await,
+        }
+    } else {
+        answer_early(
+            ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs),
+            body,
+        )
+        .await
+    };
+    response.headers_mut().extend(rate_limit_headers(&decision));
+    exchange::with_org(response, &org)
+}
+
+async fn process(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > MAX_SINGLE_BODY_BYTES as u64) {
+        body.take();
+        return Err(InputError::BodyTooLarge {
+            limit: MAX_SINGLE_BODY_BYTES,
+        }
+        .into());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = body_kind(content_type)?;
+    let cost = BodyBudget::cost(declared_len, matches!(kind, BodyKind::Json));
+    // Held until the answer: the image lives as long as the request does.
+    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
+        state.metrics.bodies_refused.inc();
+        return Err(FacesError::Overloaded.into());
+    };
+    let body = body.take().unwrap_or_default();
+    let bytes = timeout_at(deadline, read_image_body(kind, body))
+        .await
+        .map_err(|_| ApiError::timed_out())??;
+    let report = timeout_at(deadline, state.engine.faces(Side::Source, bytes))
+        .await
+        .map_err(|_| ApiError::timed_out())?
+        .map_err(image_error)?;
+    let body = serde_json::to_string(&DetectResponse::from(report)).map_err(ApiError::internal)?;
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+/// The engine's errors, with the bad image named by this endpoint's field.
+fn image_error(e: FacesError) -> ApiError {
+    match e {
+        FacesError::BadImage {
+            side,
+            code,
+            message,
+        } => {
+            let message = message
+                .strip_prefix(&format!("{}:", side.field()))
+                .map_or(message.as_str(), str::trim_start);
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                format!("{IMAGE_FIELD}: {message}"),
+            )
+        }
+        other => other.into(),
+    }
+}
+
+/// An error answer, after the unread body (see [`exchange::drain`]).
+async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
+    exchange::drain(body, MAX_SINGLE_BODY_BYTES).await;
+    e.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faces::report::FaceReport;
+
+    #[test]
+    fn the_response_carries_boxes_and_scores_only() {
+        let r = ImageReport {
+            width: 640,
+            height: 480,
+            faces: vec![FaceReport {
+                left: 0.123_456,
+                top: 0.2,
+                width: 0.3,
+                height: 0.4,
+                score: 0.987_654,
+                landmarks: [[0.5, 0.5]; 6],
+                age: Some(31.0),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&DetectResponse::from(r)).unwrap(),
+            r#"{"width":640,"height":480,"faces":[{"left":0.1235,"top":0.2,"width":0.3,"height":0.4,"score":0.9877}]}"#
+        );
+    }
+
+    #[test]
+    fn openapi_describes_the_endpoint_as_served() {
+        let v: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI_JSON).unwrap();
+        let op = &v["paths"]["/v1/face/detect"]["post"];
+        for status in ["200", "400", "401", "429", "500", "503"] {
+            assert!(op["responses"][status].is_object(), "{status} undocumented");
+        }
+        assert!(op["responses"]["402"].is_null(), "detect is never charged");
+        let schemas = &v["components"]["schemas"];
+        let fields = |name: &str| -> Vec<String> {
+            let mut k: Vec<String> = schemas[name]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(fields("DetectResponse"), ["faces", "height", "width"]);
+        assert_eq!(
+            fields("FaceBox"),
+            ["height", "left", "score", "top", "width"]
+        );
+        for page in ["/try", "/"] {
+            assert!(v["paths"][page]["get"].is_object(), "{page}");
+        }
+    }
+
+    #[test]
+    fn bad_images_are_named_by_the_image_field() {
+        for message in ["source: not a JPEG", "not a JPEG"] {
+            let e = image_error(FacesError::BadImage {
+                side: Side::Source,
+                code: "image_decode_failed",
+                message: message.into(),
+            });
+            assert_eq!(e.message, "image: not a JPEG");
+            assert_eq!(e.code, "image_decode_failed");
+        }
+    }
+}

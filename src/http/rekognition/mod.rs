@@ -1,0 +1,288 @@
+//! `POST /`: the AWS Rekognition JSON protocol (`X-Amz-Target:
+//! RekognitionService.CompareFaces`, `application/x-amz-json-1.1`), so that
+//! AWS SDKs work with `endpoint_url` pointed here.
+//!
+//! Order: SigV4 header, date and access key (before any body byte is read)
+//! → body (bounded by size, the body budget and the deadline) → signature
+//! (it covers the body's hash) → target → rate limit (every authenticated
+//! request counts) → parse → the shared compare operation (balance, S3,
+//! engine, charge) → Rekognition response.
+//!
+//! - [`sigv4`]: signature verification.
+//! - [`model`]: request/response shapes and the mapping from a comparison.
+//! - [`errors`]: AWS error types.
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use tokio::{sync::oneshot, time::timeout_at};
+
+use super::{
+    AppState, auth::rate_limit_headers, body_budget::BodyBudget, error::current_request_id,
+    exchange,
+};
+use crate::{
+    accounts::{Org, SigningKeys},
+    faces::{Comparison, FacesError},
+    inputs::CompareInputs,
+    operations::compare::{self as operation, CompareError, CompareRequest, Outcome},
+};
+
+pub mod errors;
+pub mod model;
+pub mod sigv4;
+
+use errors::AwsError;
+
+pub const COMPARE_FACES: &str = "RekognitionService.CompareFaces";
+
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    exchange::in_own_task(
+        |client_gone| run(state, req, client_gone),
+        |e| AwsError::internal(e).into_response(),
+    )
+    .await
+}
+
+async fn run(
+    state: Arc<AppState>,
+    req: Request,
+    mut client_gone: oneshot::Receiver<()>,
+) -> Response {
+    let deadline = operation::deadline(&state);
+    let (parts, body) = req.into_parts();
+    // Signature header, date and access key first: only a known key gets to
+    // hold a body in memory. The signature itself needs the body's hash.
+    let (org, auth) = match known_key(&state, &parts).await {
+        Ok(found) => found,
+        Err(e) => {
+            // Read and dropped (bounded), so a client still sending gets the answer.
+            exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
+            return e.into_response();
+        }
+    };
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > model::MAX_AWS_BODY_BYTES as u64) {
+        // Not worth reading: the connection is closed after this answer.
+        let e = AwsError::image_too_large(format!(
+            "the request body is larger than {} bytes (two 5 MB images in base64)",
+            model::MAX_AWS_BODY_BYTES
+        ));
+        return exchange::with_org(close(e.into_response()), &org);
+    }
+    // Held until the compare ends: the images live as long as it does.
+    let cost = BodyBudget::cost(
+        Some(declared_len.unwrap_or(model::MAX_AWS_BODY_BYTES as u64)),
+        true,
+    );
+    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
+        state.metrics.bodies_refused.inc();
+        exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
+        let e = AwsError::from(CompareError::Faces(FacesError::Overloaded));
+        return exchange::with_org(e.into_response(), &org);
+    };
+    let body = match timeout_at(deadline, read_body(body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return exchange::with_org(close(e.into_response()), &org),
+        Err(_) => {
+            return exchange::with_org(
+                AwsError::from(CompareError::TimedOut).into_response(),
+                &org,
+            );
+        }
+    };
+
+    if let Err(e) = verify_signature(&state, &parts, &auth, &body) {
+        return exchange::with_org(e.into_response(), &org);
+    }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    if target != Some(COMPARE_FACES) {
+        let e = AwsError::unknown_operation(format!(
+            "X-Amz-Target: {} is not supported; this server implements {COMPARE_FACES}",
+            target.map_or("(missing)".to_string(), |t| format!(
+                "{:?}",
+                t.chars().take(80).collect::<String>()
+            ))
+        ));
+        return exchange::with_org(e.into_response(), &org);
+    }
+    let decision = match operation::admit(&state, &org).await {
+        Ok(d) => d,
+        Err(e) => return exchange::with_org(AwsError::from(e).into_response(), &org),
+    };
+    let mut response = if decision.allowed {
+        match compare(
+            &state,
+            &org,
+            &parts.headers,
+            body,
+            deadline,
+            &mut client_gone,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    } else {
+        AwsError::throttling(
+            format!(
+                "Rate exceeded: the organisation's limit is {}",
+                org.rate_limit
+            ),
+            decision.retry_after_secs,
+        )
+        .into_response()
+    };
+    response.headers_mut().extend(rate_limit_headers(&decision));
+    exchange::with_org(response, &org)
+}
+
+/// An answer after which the connection is closed (the body may be unread).
+fn close(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+async fn read_body(body: Body) -> Result<Bytes, AwsError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| AwsError::serialization("the request body could not be read"))?;
+        if buf.len() + chunk.len() > model::MAX_AWS_BODY_BYTES {
+            return Err(AwsError::image_too_large(format!(
+                "the request body is larger than {} bytes (two 5 MB images in base64)",
+                model::MAX_AWS_BODY_BYTES
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The organisation of a live access key whose `Authorization` header, scope
+/// and date pass; the signature is checked once the body is read.
+async fn known_key(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(Org, sigv4::Authorization), AwsError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let auth = sigv4::check_headers(&parts.headers, parts.uri.query(), now)?;
+    match state.accounts.authenticate_aws(&auth.access_key_id).await? {
+        Some(org) => Ok((org, auth)),
+        None => Err(sigv4::SigError::UnknownKey.into()),
+    }
+}
+
+fn verify_signature(
+    state: &AppState,
+    parts: &http::request::Parts,
+    auth: &sigv4::Authorization,
+    body: &[u8],
+) -> Result<(), AwsError> {
+    let req = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+    };
+    let string_to_sign = sigv4::string_to_sign_of(&req, auth)?;
+    let keys = signing_keys(state)?;
+    let secrets = keys.candidate_secrets(&auth.access_key_id);
+    if sigv4::matches(auth, &string_to_sign, &secrets) {
+        Ok(())
+    } else {
+        Err(sigv4::SigError::Invalid(String::new()).into())
+    }
+}
+
+/// The server signing keys, loaded on first use and kept: `key create --aws`
+/// may create the key file after the server started.
+fn signing_keys(state: &AppState) -> Result<SigningKeys, AwsError> {
+    if let Some(k) = state.aws_signing.get() {
+        return Ok(k.clone());
+    }
+    match SigningKeys::load(&state.config.aws_signing, false) {
+        Ok(Some(keys)) => Ok(state.aws_signing.get_or_init(|| keys).clone()),
+        // No key yet: no access key can have been issued against it.
+        Ok(None) => Err(sigv4::SigError::UnknownKey.into()),
+        Err(e) => Err(AwsError::internal(format!("AWS signing key: {e:#}"))),
+    }
+}
+
+async fn compare(
+    state: &AppState,
+    org: &Org,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    deadline: tokio::time::Instant,
+    client_gone: &mut oneshot::Receiver<()>,
+) -> Result<Response, AwsError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(errors::CONTENT_TYPE)
+        && !essence.eq_ignore_ascii_case("application/json")
+    {
+        return Err(AwsError::serialization(format!(
+            "Content-Type: expected {}, got {:?}",
+            errors::CONTENT_TYPE,
+            content_type.chars().take(80).collect::<String>()
+        )));
+    }
+    let bucket = state.config.s3.as_ref().map(|s| s.bucket.clone());
+    // Base64 of up to 10 MB: decoded off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || model::parse(&body, bucket.as_deref()))
+        .await
+        .map_err(|e| AwsError::internal(format!("parsing task failed: {e}")))??;
+    let (threshold, quality) = (parsed.threshold, parsed.quality);
+    let request = CompareRequest {
+        inputs: CompareInputs {
+            source: parsed.source,
+            target: parsed.target,
+        },
+        idempotency_key: None,
+        deadline,
+        request_id: current_request_id(),
+    };
+    let render = move |c: &Comparison, _org_threshold: f64| {
+        // Rekognition's threshold is the request's, not the organisation's.
+        let r = model::response(c, threshold, quality).ok_or(CompareError::NoSourceFace)?;
+        serde_json::to_string(&r).map_err(|e| CompareError::Internal(e.to_string()))
+    };
+    match operation::compare(state, org, request, client_gone, render).await? {
+        Outcome::Done { body, .. } | Outcome::Replay { body, .. } => {
+            let mut r = (StatusCode::OK, body).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(errors::CONTENT_TYPE),
+            );
+            if let Ok(v) = HeaderValue::from_str(&current_request_id()) {
+                h.insert("x-amzn-requestid", v);
+            }
+            Ok(r)
+        }
+    }
+}

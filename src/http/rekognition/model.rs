@@ -1,0 +1,418 @@
+//! `CompareFaces` request and response, field by field as Rekognition names
+//! them, and the mapping from our [`Comparison`]. Fields we cannot compute
+//! honestly (Pose, Quality, Emotions, Smile, the mouth corners and jawline
+//! landmarks, the deprecated orientation corrections) are omitted, never
+//! invented; README "Using AWS SDKs" lists each field's source.
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::errors::AwsError;
+use crate::{
+    faces::{
+        Comparison,
+        report::{FaceReport, ImageReport},
+    },
+    inputs::{ImageInput, sniff},
+};
+
+/// AWS's limit on `Bytes` (5 MB), stricter than our 15 MB; S3 objects keep 15 MB as on AWS.
+pub const MAX_AWS_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+/// Largest body: two images at the `Bytes` limit in base64, plus JSON slack.
+pub const MAX_AWS_BODY_BYTES: usize = 2 * (MAX_AWS_IMAGE_BYTES / 3 + 1) * 4 + 64 * 1024;
+pub const DEFAULT_SIMILARITY_THRESHOLD: f64 = 80.0;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompareFacesRequest {
+    pub source_image: Option<Image>,
+    pub target_image: Option<Image>,
+    pub similarity_threshold: Option<f64>,
+    pub quality_filter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Image {
+    pub bytes: Option<String>,
+    pub s3_object: Option<S3Object>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct S3Object {
+    pub bucket: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `QualityFilter`: which detected faces count. Rekognition's levels are
+/// quality classes we do not have; ours are detector-confidence floors
+/// (the detector itself keeps faces from 0.5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QualityFilter {
+    None,
+    Low,
+    Medium,
+    High,
+}
+
+impl QualityFilter {
+    pub fn parse(s: Option<&str>) -> Result<Self, AwsError> {
+        Ok(match s {
+            None | Some("NONE") => QualityFilter::None,
+            // AUTO: Rekognition picks the level; we pick MEDIUM.
+            Some("AUTO") | Some("MEDIUM") => QualityFilter::Medium,
+            Some("LOW") => QualityFilter::Low,
+            Some("HIGH") => QualityFilter::High,
+            Some(other) => {
+                return Err(AwsError::invalid_parameter(format!(
+                    "QualityFilter: {:?} is not one of NONE, AUTO, LOW, MEDIUM, HIGH",
+                    other.chars().take(20).collect::<String>()
+                )));
+            }
+        })
+    }
+
+    /// Lowest detector score (0–1) a face needs to be returned.
+    pub fn min_score(self) -> f32 {
+        match self {
+            QualityFilter::None => 0.0,
+            QualityFilter::Low => 0.6,
+            QualityFilter::Medium => 0.75,
+            QualityFilter::High => 0.9,
+        }
+    }
+}
+
+/// A validated request, ready for the compare operation.
+#[derive(Debug)]
+pub struct Parsed {
+    pub source: ImageInput,
+    pub target: ImageInput,
+    pub threshold: f64,
+    pub quality: QualityFilter,
+}
+
+pub fn parse(body: &[u8], configured_bucket: Option<&str>) -> Result<Parsed, AwsError> {
+    let req: CompareFacesRequest = serde_json::from_slice(body)
+        .map_err(|e| AwsError::serialization(format!("invalid JSON body: {e}")))?;
+    let threshold = req
+        .similarity_threshold
+        .unwrap_or(DEFAULT_SIMILARITY_THRESHOLD);
+    if !(threshold.is_finite() && (0.0..=100.0).contains(&threshold)) {
+        return Err(AwsError::invalid_parameter(
+            "SimilarityThreshold: must be between 0 and 100",
+        ));
+    }
+    let quality = QualityFilter::parse(req.quality_filter.as_deref())?;
+    let source = image("SourceImage", req.source_image, configured_bucket)?;
+    let target = image("TargetImage", req.target_image, configured_bucket)?;
+    Ok(Parsed {
+        source,
+        target,
+        threshold,
+        quality,
+    })
+}
+
+fn image(field: &str, img: Option<Image>, bucket: Option<&str>) -> Result<ImageInput, AwsError> {
+    let Some(img) = img else {
+        return Err(AwsError::invalid_parameter(format!("{field}: missing")));
+    };
+    match (img.bytes, img.s3_object) {
+        (Some(b64), None) => {
+            // Refused before decoding: base64 is 4/3 of the bytes.
+            if b64.len() / 4 * 3 > MAX_AWS_IMAGE_BYTES + 3 {
+                return Err(AwsError::image_too_large(format!(
+                    "{field}.Bytes: larger than the 5 MB limit"
+                )));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| {
+                    AwsError::invalid_parameter(format!("{field}.Bytes: not valid base64 ({e})"))
+                })?;
+            if bytes.len() > MAX_AWS_IMAGE_BYTES {
+                return Err(AwsError::image_too_large(format!(
+                    "{field}.Bytes: larger than the 5 MB limit"
+                )));
+            }
+            if bytes.is_empty() {
+                return Err(AwsError::invalid_parameter(format!("{field}.Bytes: empty")));
+            }
+            match sniff::sniff(&bytes) {
+                Some(f) if f.is_supported() => Ok(ImageInput::Bytes(Bytes::from(bytes))),
+                Some(f) => Err(AwsError::invalid_image_format(format!(
+                    "{field}: {} images are not supported; send JPEG, PNG or WebP",
+                    f.name()
+                ))),
+                None => Err(AwsError::invalid_image_format(format!(
+                    "{field}: not a JPEG, PNG or WebP image"
+                ))),
+            }
+        }
+        (None, Some(obj)) => {
+            if obj.version.is_some() {
+                return Err(AwsError::invalid_parameter(format!(
+                    "{field}.S3Object.Version: object versions are not supported"
+                )));
+            }
+            let (Some(b), Some(name)) = (obj.bucket, obj.name) else {
+                return Err(AwsError::invalid_parameter(format!(
+                    "{field}.S3Object: Bucket and Name are required"
+                )));
+            };
+            if bucket.is_none() {
+                return Err(AwsError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "InvalidS3ObjectException",
+                    format!("{field}.S3Object: this server has no S3 bucket configured"),
+                ));
+            }
+            // The inputs layer checks the bucket and the organisation's prefix.
+            Ok(ImageInput::S3(format!("s3://{b}/{name}")))
+        }
+        _ => Err(AwsError::invalid_parameter(format!(
+            "{field}: send exactly one of Bytes and S3Object"
+        ))),
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct BoundingBox {
+    pub width: f32,
+    pub height: f32,
+    pub left: f32,
+    pub top: f32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Landmark {
+    #[serde(rename = "Type")]
+    pub kind: &'static str,
+    pub x: f32,
+    pub y: f32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ComparedFace {
+    pub bounding_box: BoundingBox,
+    pub confidence: f32,
+    pub landmarks: Vec<Landmark>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SourceImageFace {
+    pub bounding_box: BoundingBox,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct FaceMatch {
+    pub similarity: f64,
+    pub face: ComparedFace,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompareFacesResponse {
+    pub source_image_face: SourceImageFace,
+    pub face_matches: Vec<FaceMatch>,
+    pub unmatched_faces: Vec<ComparedFace>,
+}
+
+fn bounding_box(f: &FaceReport) -> BoundingBox {
+    BoundingBox {
+        width: f.width,
+        height: f.height,
+        left: f.left,
+        top: f.top,
+    }
+}
+
+/// Only the landmarks our detector really finds and Rekognition has a type
+/// for: the eyes (`eyeLeft` is the one on the image's left, as in
+/// Rekognition's output) and the nose tip. The mouth centre and the ears
+/// have no Rekognition type.
+fn landmarks(f: &FaceReport) -> Vec<Landmark> {
+    [("eyeLeft", 0), ("eyeRight", 1), ("nose", 2)]
+        .into_iter()
+        .map(|(kind, i)| Landmark {
+            kind,
+            x: f.landmarks[i][0],
+            y: f.landmarks[i][1],
+        })
+        .collect()
+}
+
+fn compared(f: &FaceReport) -> ComparedFace {
+    ComparedFace {
+        bounding_box: bounding_box(f),
+        confidence: f.score * 100.0,
+        landmarks: landmarks(f),
+    }
+}
+
+/// The response: None when the source image has no face that passes the filter.
+pub fn response(
+    c: &Comparison,
+    threshold: f64,
+    quality: QualityFilter,
+) -> Option<CompareFacesResponse> {
+    let min = quality.min_score();
+    let source = first_face(&c.source).filter(|f| f.score >= min)?;
+    let mut face_matches = Vec::new();
+    let mut unmatched_faces = Vec::new();
+    // Target faces are largest first, as Rekognition lists them.
+    for (f, similarity) in c.target.faces.iter().zip(&c.target_confidences) {
+        if f.score < min {
+            continue;
+        }
+        let similarity = if similarity.is_finite() {
+            similarity.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        if similarity >= threshold {
+            face_matches.push(FaceMatch {
+                similarity,
+                face: compared(f),
+            });
+        } else {
+            unmatched_faces.push(compared(f));
+        }
+    }
+    Some(CompareFacesResponse {
+        source_image_face: SourceImageFace {
+            bounding_box: bounding_box(source),
+            confidence: source.score * 100.0,
+        },
+        face_matches,
+        unmatched_faces,
+    })
+}
+
+fn first_face(r: &ImageReport) -> Option<&FaceReport> {
+    r.faces.first()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(score: f32, left: f32) -> FaceReport {
+        FaceReport {
+            left,
+            top: 0.1,
+            width: 0.2,
+            height: 0.3,
+            score,
+            landmarks: [
+                [0.3, 0.2],
+                [0.4, 0.2],
+                [0.35, 0.3],
+                [0.35, 0.4],
+                [0.2, 0.25],
+                [0.5, 0.25],
+            ],
+            age: Some(30.0),
+        }
+    }
+
+    fn comparison() -> Comparison {
+        Comparison {
+            confidence: 97.5,
+            cosine: Some(0.7),
+            source_face_detected: true,
+            target_face_detected: true,
+            map: None,
+            ages: (None, None),
+            target_face: Some(0),
+            source: ImageReport {
+                width: 100,
+                height: 100,
+                faces: vec![face(0.99, 0.1)],
+            },
+            target: ImageReport {
+                width: 100,
+                height: 100,
+                faces: vec![face(0.98, 0.1), face(0.7, 0.5), face(0.95, 0.7)],
+            },
+            target_confidences: vec![97.5, 91.0, 12.25],
+            timings: Default::default(),
+        }
+    }
+
+    #[test]
+    fn splits_target_faces_on_the_threshold_and_filters_by_quality() {
+        let r = response(&comparison(), 80.0, QualityFilter::None).unwrap();
+        assert_eq!(r.face_matches.len(), 2);
+        assert_eq!(r.face_matches[0].similarity, 97.5);
+        assert_eq!(r.unmatched_faces.len(), 1);
+        let r = response(&comparison(), 95.0, QualityFilter::Medium).unwrap();
+        // The 0.7-score face is dropped by the filter, not listed as unmatched.
+        assert_eq!((r.face_matches.len(), r.unmatched_faces.len()), (1, 1));
+        // Through the wire text: f32 fields print as their shortest form (0.1).
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(json["SourceImageFace"]["BoundingBox"]["Left"], 0.1);
+        assert_eq!(
+            json["FaceMatches"][0]["Face"]["Landmarks"][0]["Type"],
+            "eyeLeft"
+        );
+        assert!(json["FaceMatches"][0]["Face"].get("Pose").is_none());
+        let mut no_face = comparison();
+        no_face.source.faces.clear();
+        assert!(response(&no_face, 80.0, QualityFilter::None).is_none());
+    }
+
+    #[test]
+    fn parses_requests_and_refuses_bad_ones() {
+        let jpeg = base64::engine::general_purpose::STANDARD.encode(b"\xFF\xD8\xFF\xE0rest");
+        let body = format!(
+            r#"{{"SourceImage":{{"Bytes":"{jpeg}"}},"TargetImage":{{"S3Object":{{"Bucket":"b","Name":"orgs/a/x.jpg"}}}},"QualityFilter":"AUTO"}}"#
+        );
+        let p = parse(body.as_bytes(), Some("b")).unwrap();
+        assert_eq!(p.threshold, 80.0);
+        assert_eq!(p.quality, QualityFilter::Medium);
+        assert_eq!(p.target, ImageInput::S3("s3://b/orgs/a/x.jpg".into()));
+        assert_eq!(
+            parse(body.as_bytes(), None).unwrap_err().kind,
+            "InvalidS3ObjectException"
+        );
+        let e = parse(br#"{"TargetImage":{}}"#, None).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            ("InvalidParameterException", "SourceImage: missing")
+        );
+        assert_eq!(
+            parse(b"{", None).unwrap_err().kind,
+            "SerializationException"
+        );
+        let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a....");
+        let body =
+            format!(r#"{{"SourceImage":{{"Bytes":"{gif}"}},"TargetImage":{{"Bytes":"{gif}"}}}}"#);
+        assert_eq!(
+            parse(body.as_bytes(), None).unwrap_err().kind,
+            "InvalidImageFormatException"
+        );
+        let big = "A".repeat(MAX_AWS_IMAGE_BYTES / 3 * 4 + 8);
+        let body =
+            format!(r#"{{"SourceImage":{{"Bytes":"{big}"}},"TargetImage":{{"Bytes":"{big}"}}}}"#);
+        assert_eq!(
+            parse(body.as_bytes(), None).unwrap_err().kind,
+            "ImageTooLargeException"
+        );
+        let body = br#"{"SourceImage":{"Bytes":"AA=="},"TargetImage":{"Bytes":"AA=="},"SimilarityThreshold":101}"#;
+        assert_eq!(
+            parse(body, None).unwrap_err().kind,
+            "InvalidParameterException"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! The AWS Rekognition `CompareFaces` protocol (`POST /`) driven by the real
+//! AWS SDK for Rust (`aws-sdk-rekognition`, `endpoint_url` = the test server,
+//! credentials from `facecompare key create --aws`), on SQLite and
+//! PostgreSQL, plus `S3Object` inputs against a real S3 server (s3s-fs).
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_rekognition::{
+    Client,
+    config::{BehaviorVersion, Credentials, Region, retry::RetryConfig},
+    error::ProvideErrorMetadata,
+    primitives::Blob,
+    types::{Image, QualityFilter, S3Object},
+};
+use common::{Backend, Server, ServerOptions, TestOrg, cli_json, fixture, images, server};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if super::keys_can_be_issued() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if super::keys_can_be_issued() && super::common::postgres_or_skip() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    same_person_is_a_face_match_and_costs_one_token,
+    different_people_are_unmatched_faces,
+    no_face_in_the_source_is_invalid_parameter_and_free,
+    bad_signatures_and_revoked_keys_are_refused,
+    the_rate_limit_is_a_throttling_exception,
+    hand_signed_requests_check_target_and_date,
+    insufficient_tokens_are_access_denied,
+);
+
+/// The CLI here and the server must share the AWS signing key: a self-started
+/// server and the CLI both use `data/aws-signing.key` of this directory; a
+/// running stack needs `FACECOMPARE_AWS_SIGNING_KEY` given to both.
+fn keys_can_be_issued() -> bool {
+    if common::external_base().is_some()
+        && std::env::var("FACECOMPARE_AWS_SIGNING_KEY").map_or(true, |k| k.trim().is_empty())
+    {
+        eprintln!(
+            "SKIPPED: against a running stack, set FACECOMPARE_AWS_SIGNING_KEY (the server's)"
+        );
+        return false;
+    }
+    true
+}
+
+struct AwsKey {
+    id: String,
+    secret: String,
+}
+
+async fn aws_key(s: &Server, org: &TestOrg) -> AwsKey {
+    let k = cli_json(
+        &s.db_url,
+        &["key", "create", "--org", &org.id, "--aws", "--json"],
+    )
+    .await;
+    assert_eq!(k["org"], org.id.as_str(), "{k}");
+    assert_eq!(k["kind"], "aws", "{k}");
+    AwsKey {
+        id: k["accessKeyId"].as_str().expect("accessKeyId").to_string(),
+        secret: k["secretAccessKey"]
+            .as_str()
+            .expect("secretAccessKey")
+            .to_string(),
+    }
+}
+
+/// An SDK client for the server; retries off so that each call is one request.
+fn client(s: &Server, id: &str, secret: &str) -> Client {
+    let config = aws_sdk_rekognition::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(&s.base)
+        .credentials_provider(Credentials::new(id, secret, None, None, "facecompare"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
+fn bytes(b: Vec<u8>) -> Image {
+    Image::builder().bytes(Blob::new(b)).build()
+}
+
+async fn same_person_is_a_face_match_and_costs_one_token(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    let out = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect("CompareFaces");
+    let source = out.source_image_face().expect("SourceImageFace");
+    let sb = source.bounding_box().expect("BoundingBox");
+    assert!(
+        sb.width().unwrap() > 0.05 && sb.width().unwrap() <= 1.0,
+        "{sb:?}"
+    );
+    assert!(source.confidence().unwrap() > 50.0, "{source:?}");
+    let matches = out.face_matches();
+    assert_eq!(matches.len(), 1, "{out:?}");
+    assert!(matches[0].similarity().unwrap() >= 90.0, "{out:?}");
+    let face = matches[0].face().expect("Face");
+    let kinds: Vec<String> = face
+        .landmarks()
+        .iter()
+        .map(|l| l.r#type().unwrap().as_str().to_string())
+        .collect();
+    assert_eq!(kinds, ["eyeLeft", "eyeRight", "nose"]);
+    assert!(
+        face.pose().is_none() && face.quality().is_none(),
+        "{face:?}"
+    );
+    assert!(out.unmatched_faces().is_empty(), "{out:?}");
+    assert_eq!(s.balance(&org).await, 9);
+    // The native API still works for the same organisation.
+    s.compare_multipart(
+        &org.key,
+        &common::file(&fixture("obama.jpg")),
+        &common::file(&fixture("obama2.jpg")),
+    )
+    .await
+    .assert_compare_ok();
+    assert_eq!(s.balance(&org).await, 8);
+    // QualityFilter and SimilarityThreshold are honoured: nothing is 100 % similar.
+    let out = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .similarity_threshold(100.0)
+        .quality_filter(QualityFilter::Auto)
+        .send()
+        .await
+        .expect("CompareFaces");
+    assert!(out.face_matches().is_empty(), "{out:?}");
+    assert_eq!(out.unmatched_faces().len(), 1, "{out:?}");
+    assert_eq!(s.balance(&org).await, 7);
+    // Same metrics as the native endpoint, under the route label `/`.
+    let m = s.get("/metrics").await;
+    if m.status == 200 {
+        assert!(
+            m.text
+                .contains("facecompare_requests_total{route=\"/\",status=\"200\"}"),
+            "{}",
+            m.text
+        );
+    }
+}
+
+async fn different_people_are_unmatched_faces(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    let out = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("biden.jpg")))
+        .send()
+        .await
+        .expect("CompareFaces");
+    assert!(out.face_matches().is_empty(), "{out:?}");
+    assert_eq!(out.unmatched_faces().len(), 1, "{out:?}");
+    // No face in the target: a success with empty lists, as on AWS.
+    let out = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("rocket.jpg")))
+        .send()
+        .await
+        .expect("CompareFaces");
+    assert!(out.face_matches().is_empty() && out.unmatched_faces().is_empty());
+    assert_eq!(s.balance(&org).await, 8);
+}
+
+async fn no_face_in_the_source_is_invalid_parameter_and_free(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    let c = client(s, &key.id, &key.secret);
+    let e = c
+        .compare_faces()
+        .source_image(bytes(images::grey_png(640, 480)))
+        .target_image(bytes(fixture("obama.jpg")))
+        .send()
+        .await
+        .expect_err("no face in the source");
+    assert_eq!(e.code(), Some("InvalidParameterException"), "{e:?}");
+    let e = c
+        .compare_faces()
+        .source_image(bytes(images::gif()))
+        .target_image(bytes(fixture("obama.jpg")))
+        .send()
+        .await
+        .expect_err("a GIF");
+    assert_eq!(e.code(), Some("InvalidImageFormatException"), "{e:?}");
+    let e = c
+        .compare_faces()
+        .source_image(bytes(images::oversized_jpeg(5 * 1024 * 1024 + 1)))
+        .target_image(bytes(fixture("obama.jpg")))
+        .send()
+        .await
+        .expect_err("over 5 MB");
+    assert_eq!(e.code(), Some("ImageTooLargeException"), "{e:?}");
+    assert_eq!(s.balance(&org).await, 10, "failures are free");
+}
+
+async fn bad_signatures_and_revoked_keys_are_refused(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    // The secret with its last character changed (to one it surely is not).
+    let last = if key.secret.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &key.secret[..key.secret.len() - 1]);
+    let e = client(s, &key.id, &wrong)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
+    let e = client(s, "FCAK0000000000000000", &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect_err("unknown key");
+    assert_eq!(e.code(), Some("UnrecognizedClientException"), "{e:?}");
+
+    let listed = cli_json(&s.db_url, &["key", "list", "--org", &org.id, "--json"]).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == key.id.as_str() && k["kind"] == "aws" && k["revoked"] == false),
+        "{listed}"
+    );
+    common::cli(&s.db_url, &["key", "revoke", &key.id]).await;
+    let e = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect_err("revoked key");
+    assert_eq!(e.code(), Some("UnrecognizedClientException"), "{e:?}");
+    assert_eq!(s.balance(&org).await, 10);
+
+    // Plain HTTP: no signature at all, and an unknown target.
+    let r = common::client()
+        .post(s.url("/"))
+        .header("x-amz-target", "RekognitionService.CompareFaces")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["__type"], "MissingAuthenticationTokenException", "{v}");
+}
+
+async fn the_rate_limit_is_a_throttling_exception(b: Backend) {
+    let s = server(b);
+    let org = s.org_with(10, &["--rate-limit", "1/min"]).await;
+    let key = aws_key(s, &org).await;
+    let c = client(s, &key.id, &key.secret);
+    c.compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect("the first request is within the limit");
+    let e = c
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.code(), Some("ThrottlingException"), "{e:?}");
+    assert_eq!(s.balance(&org).await, 9);
+}
+
+async fn insufficient_tokens_are_access_denied(b: Backend) {
+    let s = server(b);
+    let org = s.org(0).await;
+    let key = aws_key(s, &org).await;
+    let e = client(s, &key.id, &key.secret)
+        .compare_faces()
+        .source_image(bytes(fixture("obama.jpg")))
+        .target_image(bytes(fixture("obama2.jpg")))
+        .send()
+        .await
+        .expect_err("no tokens");
+    assert_eq!(e.code(), Some("AccessDeniedException"), "{e:?}");
+    assert!(e.message().unwrap_or("").contains("token"), "{e:?}");
+}
+
+/// `S3Object` inputs: the configured bucket and the organisation's prefix only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_follow_the_ownership_rule() {
+    if !common::own_servers_or_skip("the Rekognition S3 test") {
+        return;
+    }
+    let Some(bin) = std::env::var_os("S3S_FS_BIN") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "S3S_FS_BIN is required in CI"
+        );
+        eprintln!("SKIPPED: S3S_FS_BIN not set");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    // s3s-fs serves a bucket as a folder: objects are written as files.
+    let prefix = format!("orgs/{}/", common::unique_name("rk"));
+    let own = work.path().join("data/faces").join(&prefix);
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("a.jpg"), fixture("obama.jpg")).unwrap();
+    std::fs::write(own.join("b.jpg"), fixture("obama2.jpg")).unwrap();
+    let theirs = work.path().join("data/faces/orgs/someone-else");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("b.jpg"), fixture("obama2.jpg")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut store = std::process::Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "rk-test", "--secret-key", "rk-test-secret"])
+        .arg(work.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("s3s-fs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let db = common::fresh_database(Backend::Sqlite, "rekognition-s3");
+    let owned = common::spawn_server(
+        ServerOptions::new(&db)
+            .env("FACECOMPARE_S3_BUCKET", "faces")
+            .env(
+                "FACECOMPARE_S3_ENDPOINT",
+                &format!("http://127.0.0.1:{port}"),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "rk-test")
+            .env("AWS_SECRET_ACCESS_KEY", "rk-test-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    );
+    let s = &owned.server;
+    let org = s
+        .org_with(10, &["--rate-limit", "1000/min", "--s3-prefix", &prefix])
+        .await;
+    let key = aws_key(s, &org).await;
+    let c = client(s, &key.id, &key.secret);
+    let obj = |bucket: &str, name: &str| {
+        Image::builder()
+            .s3_object(S3Object::builder().bucket(bucket).name(name).build())
+            .build()
+    };
+    let out = c
+        .compare_faces()
+        .source_image(obj("faces", &format!("{prefix}a.jpg")))
+        .target_image(obj("faces", &format!("{prefix}b.jpg")))
+        .send()
+        .await
+        .expect("own objects");
+    assert_eq!(out.face_matches().len(), 1, "{out:?}");
+    for (bucket, name) in [
+        ("faces", "orgs/someone-else/b.jpg".to_string()),
+        ("other-bucket", format!("{prefix}b.jpg")),
+        ("faces", format!("{prefix}../someone-else/b.jpg")),
+        ("faces", format!("{prefix}missing.jpg")),
+    ] {
+        let e = c
+            .compare_faces()
+            .source_image(obj("faces", &format!("{prefix}a.jpg")))
+            .target_image(obj(bucket, &name))
+            .send()
+            .await
+            .expect_err("not the org's object");
+        assert_eq!(
+            e.code(),
+            Some("InvalidS3ObjectException"),
+            "{bucket}/{name}: {e:?}"
+        );
+    }
+    assert_eq!(s.balance(&org).await, 9);
+    drop(owned);
+    let _ = store.kill();
+    let _ = store.wait();
+}
+
+/// A request signed here (with the server's own SigV4 functions, which the
+/// AWS test vectors pin), to reach what an SDK never sends: another
+/// `X-Amz-Target`, a date outside the 15-minute window.
+async fn signed_post(
+    s: &Server,
+    key: &AwsKey,
+    target: &str,
+    amz_date: &str,
+) -> (u16, serde_json::Value) {
+    use facecompare::http::rekognition::sigv4;
+    use sha2::Digest;
+    let body = b"{}";
+    let host = s.base.trim_start_matches("http://").to_string();
+    let mut h = http::HeaderMap::new();
+    h.insert("host", host.parse().unwrap());
+    h.insert("x-amz-date", amz_date.parse().unwrap());
+    h.insert("x-amz-target", target.parse().unwrap());
+    h.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
+    let signed: Vec<String> = ["content-type", "host", "x-amz-date", "x-amz-target"]
+        .map(String::from)
+        .to_vec();
+    let payload = hex::encode(sha2::Sha256::digest(body));
+    let creq = sigv4::canonical_request("POST", "/", None, &h, &signed, &payload).unwrap();
+    let date = &amz_date[..8];
+    let scope = format!("{date}/us-east-1/rekognition/aws4_request");
+    let sts = sigv4::string_to_sign(amz_date, &scope, &creq);
+    let sig = sigv4::signature(
+        &sigv4::signing_key(&key.secret, date, "us-east-1", "rekognition"),
+        &sts,
+    );
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={sig}",
+        key.id,
+        signed.join(";")
+    );
+    let r = common::client()
+        .post(s.url("/"))
+        .header("x-amz-date", amz_date)
+        .header("x-amz-target", target)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("authorization", auth)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn amz_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + offset_secs;
+    let (days, rem) = (now.div_euclid(86_400), now.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn hand_signed_requests_check_target_and_date(b: Backend) {
+    let s = server(b);
+    let org = s.org(10).await;
+    let key = aws_key(s, &org).await;
+    // Correctly signed, empty body: the signature passes, the body does not.
+    let (status, v) = signed_post(s, &key, "RekognitionService.CompareFaces", &amz_date(0)).await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("InvalidParameterException")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().starts_with("SourceImage"),
+        "{v}"
+    );
+    let (status, v) = signed_post(s, &key, "RekognitionService.DetectFaces", &amz_date(0)).await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("UnknownOperationException")),
+        "{v}"
+    );
+    let (status, v) = signed_post(
+        s,
+        &key,
+        "RekognitionService.CompareFaces",
+        &amz_date(-16 * 60),
+    )
+    .await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (403, Some("InvalidSignatureException")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    // Within the window (clock skew of a few minutes) is accepted.
+    let (_, v) = signed_post(
+        s,
+        &key,
+        "RekognitionService.CompareFaces",
+        &amz_date(-5 * 60),
+    )
+    .await;
+    assert_eq!(v["__type"], "InvalidParameterException", "{v}");
+    assert_eq!(s.balance(&org).await, 10);
+}
