@@ -59,6 +59,11 @@ pub struct StageLabels {
 pub static CHILD_CALIBRATION_PAIRS: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
+/// Compares whose target was analysed a second time with the age pass
+/// because the source face was estimated a child (see `Engine::compare`).
+pub static TARGET_AGE_RERUNS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
 /// The server's metrics; encode with [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
@@ -129,6 +134,11 @@ impl Metrics {
             "child_calibration_pairs",
             "Compares decided with the child calibration (both faces estimated children)",
             CHILD_CALIBRATION_PAIRS.clone(),
+        );
+        registry.register(
+            "target_age_reruns",
+            "Compares whose target was analysed again with the age pass (the source face was estimated a child)",
+            TARGET_AGE_RERUNS.clone(),
         );
         let bodies_refused = Counter::default();
         registry.register(

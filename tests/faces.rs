@@ -6,9 +6,11 @@ use std::{io::Cursor, path::PathBuf, sync::OnceLock};
 use bytes::Bytes;
 use facecompare::faces::{
     Engine, EngineConfig, Side,
+    calibration::{Map, Policy},
     embed::cosine,
     pack::Pack,
     pipeline::{Analysis, MAX_TARGET_FACES, Models},
+    score,
 };
 use image::{ImageFormat, Rgb, RgbImage, imageops};
 
@@ -234,6 +236,75 @@ fn same_person_matches_and_different_people_do_not() {
         let conf = cal.confidence(best(a, b));
         assert!(conf < 50.0, "different people scored {conf}");
     }
+}
+
+/// An engine on a copy of the default pack whose age limit is `limit` years.
+fn engine_with_child_age_limit(dir: &std::path::Path, limit: f64) -> Engine {
+    setup();
+    let src = root().join("models/mobilefacenet");
+    let pack = dir.join("mobilefacenet");
+    std::fs::create_dir_all(&pack).unwrap();
+    for f in ["blazeface.onnx", "mobilefacenet.onnx", "faceres.onnx"] {
+        std::os::unix::fs::symlink(src.join(f), pack.join(f)).unwrap();
+    }
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    manifest["age"]["child_age_limit"] = limit.into();
+    std::fs::write(pack.join("manifest.json"), manifest.to_string()).unwrap();
+    Engine::start(EngineConfig {
+        models_dir: dir.to_path_buf(),
+        pack: "mobilefacenet".into(),
+        workers: 2,
+        intra_threads: 1,
+        queue_capacity: 4,
+    })
+    .expect("engine starts")
+}
+
+#[tokio::test]
+async fn target_ages_run_only_when_the_source_is_a_child_and_decide_the_same() {
+    let (a, b) = (fixture("obama.jpg"), fixture("obama2.jpg"));
+    // The reference: both images fully analysed (ages of every face), scored.
+    let mut m = models("mobilefacenet");
+    let (full_a, full_b) = (analyze(&mut m, &a), analyze(&mut m, &b));
+    let pack = Pack::load(&root().join("models"), "mobilefacenet").unwrap();
+    let age = pack
+        .manifest
+        .age
+        .clone()
+        .expect("the default pack estimates ages");
+    let policy = Policy::new(pack.manifest.calibration.clone(), Some(&age));
+    let reference = score(&policy, &full_a, &full_b, Default::default());
+
+    // Adult source: the target's age pass is skipped, the decision is the same.
+    let e = engine();
+    let c = e
+        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.confidence, c.map),
+        (reference.confidence, Some(Map::Adult))
+    );
+    assert!(c.ages.0.is_some() && c.ages.1.is_none(), "{:?}", c.ages);
+    assert!(!c.timings.age.is_zero(), "the source's age pass ran");
+
+    // With a limit no one is above, the source is a "child": the target is
+    // analysed again with its ages, and the child map decides.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_child_age_limit(dir.path(), 200.0);
+    let before = facecompare::telemetry::TARGET_AGE_RERUNS.get();
+    let c = e.compare(Bytes::from(a), Bytes::from(b)).await.unwrap();
+    assert_eq!(c.map, Some(Map::Child));
+    assert_eq!(
+        c.ages,
+        (full_a.ages.first().copied(), full_b.ages.first().copied())
+    );
+    assert!(
+        c.confidence < reference.confidence,
+        "the child map is stricter"
+    );
+    assert_eq!(facecompare::telemetry::TARGET_AGE_RERUNS.get(), before + 1);
 }
 
 #[tokio::test]

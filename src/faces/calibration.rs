@@ -125,6 +125,14 @@ impl Policy {
         Self { adult, child }
     }
 
+    /// Whether the target's ages can change a decision: only when the pack
+    /// has a child map and the source face is estimated a child (the child
+    /// map needs **both** faces under the limit). An adult or unknown source
+    /// age means the adult map, whatever the target's age.
+    pub fn needs_target_ages(&self, source_age: Option<f32>) -> bool {
+        matches!((&self.child, source_age), (Some((_, limit)), Some(a)) if a < *limit)
+    }
+
     /// Confidence of one scored pair (both faces found) and the map used:
     /// the child map only when **both** ages are known and under the limit.
     pub fn confidence(&self, cosine: f32, ages: (Option<f32>, Option<f32>)) -> (f64, Map) {

@@ -217,11 +217,15 @@ impl Engine {
     }
 
     /// Compares `source` (largest face) with every face of `target`; both
-    /// images are analysed in parallel on the pool.
+    /// images are analysed in parallel on the pool. The target skips the age
+    /// pass: its ages matter only when the source is estimated a child, and
+    /// then the target is analysed again with it (a follow-up job), so the
+    /// decision is the one a full analysis of both gives.
     pub async fn compare(&self, source: Bytes, target: Bytes) -> Result<Comparison, FacesError> {
         // Both places at once: a compare is never half queued.
         let mut tp = self.pool.reserve(2).map_err(submit_error)?;
         let mut sp = tp.split_one();
+        let again = target.clone();
         // A failed source ends the compare at once (the target's job, if not
         // started, is dropped); a failed target still waits for the source,
         // whose error is the one reported when both are bad.
@@ -231,16 +235,31 @@ impl Engine {
             Side::Target,
             target,
             MAX_TARGET_FACES,
-            Depth::Compare,
+            Depth::Embeddings,
         );
         tokio::pin!(s_fut, t_fut);
-        let ((s, sq), (t, tq)) = tokio::select! {
+        let ((s, sq), (mut t, tq)) = tokio::select! {
             s = &mut s_fut => { let s = s?; (s, t_fut.await?) }
             t = &mut t_fut => { let s = s_fut.await?; (s, t?) }
         };
         let mut timings = StageTimings::default();
         timings.add(&s, sq);
         timings.add(&t, tq);
+        if !t.faces.is_empty() && self.policy.needs_target_ages(s.ages.first().copied()) {
+            let mut place = self.pool.reserve_follow_up();
+            let (full, q) = self
+                .analyze_on(
+                    &mut place,
+                    Side::Target,
+                    again,
+                    MAX_TARGET_FACES,
+                    Depth::Compare,
+                )
+                .await?;
+            timings.add(&full, q);
+            crate::telemetry::TARGET_AGE_RERUNS.inc();
+            t = full;
+        }
         let c = score(&self.policy, &s, &t, timings);
         if c.map == Some(Map::Child) {
             crate::telemetry::CHILD_CALIBRATION_PAIRS.inc();

@@ -52,6 +52,9 @@ pub enum AnalyzeError {
 pub enum Depth {
     /// Decode and detect: face boxes only (no embeddings, no ages).
     Boxes,
+    /// Boxes and embeddings, no age pass (a target whose source is an adult:
+    /// its ages cannot change the decision).
+    Embeddings,
     /// Everything a compare needs: embeddings and ages too.
     Compare,
 }
@@ -161,8 +164,8 @@ impl Models {
         let t3 = Instant::now();
         // Every embedded face: the child rule needs the age of whichever pair scores best.
         let ages = match &mut self.age {
-            Some(age) => age.ages(&img, &faces)?,
-            None => Vec::new(),
+            Some(age) if depth == Depth::Compare => age.ages(&img, &faces)?,
+            _ => Vec::new(),
         };
         let t4 = Instant::now();
         Ok(Analysis {

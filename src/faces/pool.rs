@@ -148,6 +148,17 @@ impl Pool {
         })
     }
 
+    /// One place for a compare's follow-up image (its target again, with
+    /// the age pass): never refused, as the compare already held two places
+    /// and gave them back; the queue may run one over capacity meanwhile.
+    pub fn reserve_follow_up(&self) -> Reservation<'_> {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        Reservation {
+            pool: self,
+            left: 1,
+        }
+    }
+
     /// Queues one image on a held place; resolves when a worker has analysed it.
     pub async fn analyze(
         &self,
