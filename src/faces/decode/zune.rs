@@ -47,7 +47,10 @@ pub fn decode(bytes: &[u8], s: &Survey) -> Result<Option<Decoded>, DecodeError> 
         .set_max_width(MAX_SIDE as usize)
         .set_max_height(MAX_SIDE as usize)
         .jpeg_set_max_scans(MAX_SCANS)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        // A truncated or corrupt stream is an error, not grey filler (zune's
+        // browser-like default): jpeg-decoder then judges the file, as before.
+        .set_strict_mode(true);
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     dec.decode_headers().map_err(corrupt)?;
     let (w, h) = dec
@@ -117,6 +120,17 @@ mod tests {
                 "zune and jpeg-decoder differ by {worst} grey levels"
             );
         }
+    }
+
+    #[test]
+    fn a_truncated_stream_is_an_error_not_grey_filler() {
+        let img = RgbImage::from_fn(300, 200, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let bytes = encode(img.into());
+        let cut = &bytes[..bytes.len() / 3];
+        let s = super::super::jpeg::survey(cut).unwrap();
+        assert!(decode(cut, &s).is_err());
+        // And the decoder as a whole refuses it too (jpeg-decoder's verdict).
+        assert!(super::super::decode_with(cut, 0).is_err());
     }
 
     #[test]
