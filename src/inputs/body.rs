@@ -1,5 +1,6 @@
-//! Reads a compare request body (multipart/form-data or JSON) into
-//! [`CompareInputs`], enforcing size limits while streaming.
+//! Reads a request body (multipart/form-data or JSON) into its image inputs
+//! — a compare's `source` and `target` ([`CompareInputs`]), or the one image
+//! of [`super::single`] — enforcing size limits while streaming.
 //!
 //! Decisions (README "Inputs"):
 //! - Fields other than `source` and `target` are ignored (forward
@@ -73,23 +74,38 @@ pub async fn read_compare_body(
 }
 
 pub async fn read_body(kind: BodyKind, body: Body) -> Result<CompareInputs, InputError> {
+    let [source, target] = read_fields(kind, body, ["source", "target"], MAX_BODY_BYTES).await?;
+    Ok(CompareInputs { source, target })
+}
+
+/// Reads the image inputs named `fields` (each required, at most once; other
+/// fields ignored) from a body of at most `limit` bytes. The compare and the
+/// one-image body ([`super::single`]) share these rules.
+pub(super) async fn read_fields<const N: usize>(
+    kind: BodyKind,
+    body: Body,
+    fields: [&'static str; N],
+    limit: usize,
+) -> Result<[ImageInput; N], InputError> {
     match kind {
-        BodyKind::Json => read_json(body).await,
-        BodyKind::Multipart { boundary } => read_multipart(boundary, body).await,
+        BodyKind::Json => read_json(body, fields, limit).await,
+        BodyKind::Multipart { boundary } => read_multipart(boundary, body, fields, limit).await,
     }
 }
 
-async fn read_json(body: Body) -> Result<CompareInputs, InputError> {
+async fn read_json<const N: usize>(
+    body: Body,
+    fields: [&'static str; N],
+    limit: usize,
+) -> Result<[ImageInput; N], InputError> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| InputError::InvalidBody {
             message: "the request body could not be read".into(),
         })?;
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(InputError::BodyTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
+        if buf.len() + chunk.len() > limit {
+            return Err(InputError::BodyTooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
     }
@@ -99,14 +115,18 @@ async fn read_json(body: Body) -> Result<CompareInputs, InputError> {
         Some(_) => buf.slice(3..),
         None => buf,
     };
-    let (source, target) = tokio::task::spawn_blocking(move || parse_json(&buf))
+    let strings = tokio::task::spawn_blocking(move || parse_json(&buf, fields))
         .await
         .map_err(|_| InputError::InvalidBody {
             message: "the JSON body could not be parsed".into(),
         })??;
-    let source = classify_owned("source", source).await?;
-    let target = classify_owned("target", target).await?;
-    Ok(CompareInputs { source, target })
+    let mut inputs = Vec::with_capacity(N);
+    for (field, s) in fields.into_iter().zip(strings) {
+        inputs.push(classify_owned(field, s).await?);
+    }
+    Ok(inputs
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one input per field")))
 }
 
 /// What one JSON member held.
@@ -117,46 +137,43 @@ enum JsonField {
     Other(&'static str),
 }
 
-struct Top {
-    source: JsonField,
-    target: JsonField,
+struct Top<const N: usize> {
+    values: [JsonField; N],
     others: Vec<String>,
     duplicate: Option<&'static str>,
 }
 
-struct TopVisitor;
+struct TopVisitor<const N: usize>([&'static str; N]);
 
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top;
+impl<'de, const N: usize> Visitor<'de> for TopVisitor<N> {
+    type Value = Top<N>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object with string fields source and target")
+        match self.0.as_slice() {
+            [one] => write!(f, "a JSON object with a string field {one}"),
+            all => write!(f, "a JSON object with string fields {}", all.join(" and ")),
+        }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<N>, A::Error> {
         let mut top = Top {
-            source: JsonField::Missing,
-            target: JsonField::Missing,
+            values: std::array::from_fn(|_| JsonField::Missing),
             others: Vec::new(),
             duplicate: None,
         };
         while let Some(key) = map.next_key::<String>()? {
-            let slot = match key.as_str() {
-                "source" => (&mut top.source, "source"),
-                "target" => (&mut top.target, "target"),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    if top.others.len() < 10 {
-                        top.others.push(key.chars().take(40).collect());
-                    }
-                    continue;
+            let Some(i) = self.0.iter().position(|f| *f == key) else {
+                map.next_value::<IgnoredAny>()?;
+                if top.others.len() < 10 {
+                    top.others.push(key.chars().take(40).collect());
                 }
+                continue;
             };
             let value: serde_json::Value = map.next_value()?;
-            if !matches!(slot.0, JsonField::Missing) {
-                top.duplicate.get_or_insert(slot.1);
+            if !matches!(top.values[i], JsonField::Missing) {
+                top.duplicate.get_or_insert(self.0[i]);
             }
-            *slot.0 = match value {
+            top.values[i] = match value {
                 serde_json::Value::String(s) => JsonField::Str(s),
                 serde_json::Value::Null => JsonField::Null,
                 serde_json::Value::Bool(_) => JsonField::Other("a boolean"),
@@ -169,7 +186,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 }
 
-pub(super) fn missing_hint(others: &[String]) -> String {
+fn missing_hint(others: &[String]) -> String {
     if others.is_empty() {
         String::new()
     } else {
@@ -177,10 +194,13 @@ pub(super) fn missing_hint(others: &[String]) -> String {
     }
 }
 
-fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
+fn parse_json<const N: usize>(
+    buf: &[u8],
+    fields: [&'static str; N],
+) -> Result<Vec<String>, InputError> {
     let mut de = serde_json::Deserializer::from_slice(buf);
     let top = de
-        .deserialize_map(TopVisitor)
+        .deserialize_map(TopVisitor(fields))
         .and_then(|top| de.end().map(|()| top))
         .map_err(|e| InputError::InvalidBody {
             message: format!("invalid JSON body: {e}"),
@@ -190,26 +210,25 @@ fn parse_json(buf: &[u8]) -> Result<(String, String), InputError> {
             field: field.into(),
         });
     }
-    let take = |field: &'static str, v: JsonField| match v {
-        JsonField::Str(s) => Ok(s),
-        JsonField::Missing | JsonField::Null => Err(InputError::MissingField {
-            field: field.into(),
-            hint: missing_hint(&top.others),
-        }),
-        JsonField::Other(found) => Err(InputError::InvalidFieldType {
-            field: field.into(),
-            found: found.into(),
-        }),
-    };
-    let source = take("source", top.source)?;
-    let target = take("target", top.target)?;
-    Ok((source, target))
+    let others = top.others;
+    fields
+        .into_iter()
+        .zip(top.values)
+        .map(|(field, v)| match v {
+            JsonField::Str(s) => Ok(s),
+            JsonField::Missing | JsonField::Null => Err(InputError::MissingField {
+                field: field.into(),
+                hint: missing_hint(&others),
+            }),
+            JsonField::Other(found) => Err(InputError::InvalidFieldType {
+                field: field.into(),
+                found: found.into(),
+            }),
+        })
+        .collect()
 }
 
-pub(super) async fn classify_owned(
-    field: &'static str,
-    s: String,
-) -> Result<ImageInput, InputError> {
+async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, InputError> {
     if s.len() < BLOCKING_DECODE_BYTES {
         return text::classify(field, &s);
     }
@@ -223,11 +242,9 @@ pub(super) async fn classify_owned(
         })
 }
 
-pub(super) fn map_multer(e: multer::Error) -> InputError {
+fn map_multer(e: multer::Error, limit: usize) -> InputError {
     match e {
-        multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge {
-            limit: MAX_BODY_BYTES,
-        },
+        multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge { limit },
         multer::Error::StreamReadFailed(_) => InputError::InvalidBody {
             message: "the request body could not be read".into(),
         },
@@ -237,16 +254,21 @@ pub(super) fn map_multer(e: multer::Error) -> InputError {
     }
 }
 
-async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, InputError> {
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(MAX_BODY_BYTES as u64));
+async fn read_multipart<const N: usize>(
+    boundary: String,
+    body: Body,
+    fields: [&'static str; N],
+    limit: usize,
+) -> Result<[ImageInput; N], InputError> {
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
     let mut mp =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let mut source: Option<(Bytes, bool)> = None;
-    let mut target: Option<(Bytes, bool)> = None;
+    let mut slots: [Option<(Bytes, bool)>; N] = std::array::from_fn(|_| None);
     let mut others: Vec<String> = Vec::new();
+    let multer_error = |e| map_multer(e, limit);
     let parts = async {
-        while let Some(mut part) = mp.next_field().await.map_err(map_multer)? {
+        while let Some(mut part) = mp.next_field().await.map_err(multer_error)? {
             // multer matches `name=` case-sensitively: read the header ourselves.
             let disposition = part
                 .headers()
@@ -256,25 +278,21 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
             let name = disposition_param(&disposition, "name");
             let is_file = disposition_param(&disposition, "filename").is_some()
                 || disposition_param(&disposition, "filename*").is_some();
-            let (slot, field) = match name.as_deref() {
-                Some("source") => (&mut source, "source"),
-                Some("target") => (&mut target, "target"),
-                name => {
-                    if let Some(n) = name
-                        && others.len() < 10
-                    {
-                        others.push(n.chars().take(40).collect());
-                    }
-                    while part.chunk().await.map_err(map_multer)?.is_some() {}
-                    continue;
+            let Some(i) = fields.iter().position(|f| Some(*f) == name.as_deref()) else {
+                if let Some(n) = name
+                    && others.len() < 10
+                {
+                    others.push(n.chars().take(40).collect());
                 }
+                while part.chunk().await.map_err(multer_error)?.is_some() {}
+                continue;
             };
-            if slot.is_some() {
+            if slots[i].is_some() {
                 return Err(InputError::DuplicateField {
-                    field: field.into(),
+                    field: fields[i].into(),
                 });
             }
-            *slot = Some((read_part(field, &mut part).await?, is_file));
+            slots[i] = Some((read_part(fields[i], &mut part, limit).await?, is_file));
         }
         Ok(())
     };
@@ -291,20 +309,26 @@ async fn read_multipart(boundary: String, body: Body) -> Result<CompareInputs, I
         }
         return Err(e);
     }
-    let missing = |field: &str| InputError::MissingField {
-        field: field.into(),
-        hint: missing_hint(&others),
-    };
-    let source = source.ok_or_else(|| missing("source"))?;
-    let target = target.ok_or_else(|| missing("target"))?;
-    let source = classify_part("source", source.0, source.1).await?;
-    let target = classify_part("target", target.0, target.1).await?;
-    Ok(CompareInputs { source, target })
+    let mut inputs = Vec::with_capacity(N);
+    for (field, slot) in fields.into_iter().zip(slots) {
+        let (data, is_file) = slot.ok_or_else(|| InputError::MissingField {
+            field: field.into(),
+            hint: missing_hint(&others),
+        })?;
+        inputs.push((field, data, is_file));
+    }
+    let mut out = Vec::with_capacity(N);
+    for (field, data, is_file) in inputs {
+        out.push(classify_part(field, data, is_file).await?);
+    }
+    Ok(out
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one input per field")))
 }
 
 /// A `Content-Disposition` parameter, its name matched case-insensitively;
 /// the value quoted (with `\` escapes) or a bare token.
-pub(super) fn disposition_param(header: &[u8], key: &str) -> Option<String> {
+fn disposition_param(header: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(header);
     let mut rest = text.split_once(';')?.1;
     loop {
@@ -346,12 +370,14 @@ pub(super) fn disposition_param(header: &[u8], key: &str) -> Option<String> {
 /// Buffers one part up to its limit: 15 MB once its bytes show an image
 /// signature, the base64 size of 15 MB otherwise. Past the limit the rest is
 /// only counted (to report the size), not buffered.
-pub(super) async fn read_part(
+async fn read_part(
     field: &str,
     part: &mut multer::Field<'_>,
+    body_limit: usize,
 ) -> Result<Bytes, InputError> {
+    let multer_error = |e| map_multer(e, body_limit);
     let mut buf = BytesMut::new();
-    while let Some(chunk) = part.chunk().await.map_err(map_multer)? {
+    while let Some(chunk) = part.chunk().await.map_err(multer_error)? {
         let mut head: Vec<u8> = buf.iter().take(sniff::SNIFF_LEN).copied().collect();
         head.extend(chunk.iter().take(sniff::SNIFF_LEN - head.len()));
         let limit = if sniff::sniff(&head).is_some() {
@@ -362,7 +388,7 @@ pub(super) async fn read_part(
         if buf.len() + chunk.len() > limit {
             let mut size = (buf.len() + chunk.len()) as u64;
             drop(buf);
-            while let Some(rest) = part.chunk().await.map_err(map_multer)? {
+            while let Some(rest) = part.chunk().await.map_err(multer_error)? {
                 size += rest.len() as u64;
             }
             let is_image = limit == MAX_IMAGE_BYTES;
@@ -377,7 +403,7 @@ pub(super) async fn read_part(
     Ok(buf.freeze())
 }
 
-pub(super) async fn classify_part(
+async fn classify_part(
     field: &'static str,
     data: Bytes,
     is_file: bool,

@@ -8,16 +8,11 @@
 //! and an uncharged call that makes the server download objects would be a
 //! cheap way to load the store.
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use bytes::Bytes;
 
 use super::{
     ImageInput, InputError, MAX_TEXT_BYTES,
-    body::{
-        BodyKind, classify_owned, classify_part, disposition_param, map_multer, missing_hint,
-        read_part,
-    },
+    body::{BodyKind, read_fields},
 };
 
 /// The one field a single-image body carries.
@@ -29,154 +24,19 @@ pub const MAX_SINGLE_BODY_BYTES: usize = MAX_TEXT_BYTES + 64 * 1024;
 
 /// Reads and parses a single-image body into the image bytes.
 pub async fn read_image_body(kind: BodyKind, body: Body) -> Result<Bytes, InputError> {
-    let input = match kind {
-        BodyKind::Json => read_json(body).await?,
-        BodyKind::Multipart { boundary } => read_multipart(boundary, body).await?,
-    };
+    let [input] = read_fields(kind, body, [IMAGE_FIELD], MAX_SINGLE_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            // Said for one image, not for a compare's pair.
+            InputError::MissingField { field, hint } => InputError::MissingImage { field, hint },
+            other => other,
+        })?;
     match input {
         ImageInput::Bytes(b) => Ok(b),
         ImageInput::S3(_) => Err(InputError::S3NotAccepted {
             field: IMAGE_FIELD.into(),
         }),
     }
-}
-
-fn missing(others: &[String]) -> InputError {
-    InputError::MissingImage {
-        field: IMAGE_FIELD.into(),
-        hint: missing_hint(others),
-    }
-}
-
-async fn read_json(body: Body) -> Result<ImageInput, InputError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| InputError::InvalidBody {
-            message: "the request body could not be read".into(),
-        })?;
-        if buf.len() + chunk.len() > MAX_SINGLE_BODY_BYTES {
-            return Err(InputError::BodyTooLarge {
-                limit: MAX_SINGLE_BODY_BYTES,
-            });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    let buf = buf.freeze();
-    let buf = match buf.strip_prefix(b"\xEF\xBB\xBF") {
-        Some(_) => buf.slice(3..),
-        None => buf,
-    };
-    let image = tokio::task::spawn_blocking(move || parse_json(&buf))
-        .await
-        .map_err(|_| InputError::InvalidBody {
-            message: "the JSON body could not be parsed".into(),
-        })??;
-    classify_owned(IMAGE_FIELD, image).await
-}
-
-/// What the top-level JSON object held.
-#[derive(Default)]
-struct Top {
-    image: Option<serde_json::Value>,
-    duplicate: bool,
-    others: Vec<String>,
-}
-
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object with a string field image")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let mut top = Top::default();
-        while let Some(key) = map.next_key::<String>()? {
-            if key == IMAGE_FIELD {
-                let value: serde_json::Value = map.next_value()?;
-                top.duplicate |= top.image.is_some();
-                top.image = Some(value);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-                if top.others.len() < 10 {
-                    top.others.push(key.chars().take(40).collect());
-                }
-            }
-        }
-        Ok(top)
-    }
-}
-
-fn parse_json(buf: &[u8]) -> Result<String, InputError> {
-    let mut de = serde_json::Deserializer::from_slice(buf);
-    let top = de
-        .deserialize_map(TopVisitor)
-        .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| InputError::InvalidBody {
-            message: format!("invalid JSON body: {e}"),
-        })?;
-    if top.duplicate {
-        return Err(InputError::DuplicateField {
-            field: IMAGE_FIELD.into(),
-        });
-    }
-    let found = |what: &str| InputError::InvalidFieldType {
-        field: IMAGE_FIELD.into(),
-        found: what.into(),
-    };
-    match top.image {
-        Some(serde_json::Value::String(s)) => Ok(s),
-        None | Some(serde_json::Value::Null) => Err(missing(&top.others)),
-        Some(serde_json::Value::Bool(_)) => Err(found("a boolean")),
-        Some(serde_json::Value::Number(_)) => Err(found("a number")),
-        Some(serde_json::Value::Array(_)) => Err(found("an array")),
-        Some(serde_json::Value::Object(_)) => Err(found("an object")),
-    }
-}
-
-async fn read_multipart(boundary: String, body: Body) -> Result<ImageInput, InputError> {
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(MAX_SINGLE_BODY_BYTES as u64));
-    let mut mp =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let mut image: Option<(Bytes, bool)> = None;
-    let mut others: Vec<String> = Vec::new();
-    while let Some(mut part) = mp.next_field().await.map_err(|e| match map_multer(e) {
-        // The compare limit is named by `map_multer`; this body has its own.
-        InputError::BodyTooLarge { .. } => InputError::BodyTooLarge {
-            limit: MAX_SINGLE_BODY_BYTES,
-        },
-        other => other,
-    })? {
-        let disposition = part
-            .headers()
-            .get(http::header::CONTENT_DISPOSITION)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
-        let name = disposition_param(&disposition, "name");
-        if name.as_deref() != Some(IMAGE_FIELD) {
-            if let Some(n) = name
-                && others.len() < 10
-            {
-                others.push(n.chars().take(40).collect());
-            }
-            while part.chunk().await.map_err(map_multer)?.is_some() {}
-            continue;
-        }
-        if image.is_some() {
-            return Err(InputError::DuplicateField {
-                field: IMAGE_FIELD.into(),
-            });
-        }
-        let is_file = disposition_param(&disposition, "filename").is_some()
-            || disposition_param(&disposition, "filename*").is_some();
-        image = Some((read_part(IMAGE_FIELD, &mut part).await?, is_file));
-    }
-    let (data, is_file) = image.ok_or_else(|| missing(&others))?;
-    classify_part(IMAGE_FIELD, data, is_file).await
 }
 
 #[cfg(test)]
