@@ -21,7 +21,6 @@ use anyhow::Context;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::Row;
 
 use super::{
     Accounts, AccountsError, KeyInfo, Org, now_ms,
@@ -196,15 +195,7 @@ impl Accounts {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok(KeyInfo {
-                    id: row.try_get(0)?,
-                    org: row.try_get(1)?,
-                    kind: "aws",
-                    created_at_ms: row.try_get(2)?,
-                    revoked: row.try_get::<Option<i64>, _>(3)?.is_some(),
-                })
-            })
+            .map(|row| super::keys::key_info(row, "aws"))
             .collect()
     }
 

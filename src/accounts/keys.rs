@@ -68,15 +68,7 @@ impl Accounts {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| {
-                Ok(KeyInfo {
-                    id: row.try_get(0)?,
-                    org: row.try_get(1)?,
-                    kind: "api",
-                    created_at_ms: row.try_get(2)?,
-                    revoked: row.try_get::<Option<i64>, _>(3)?.is_some(),
-                })
-            })
+            .map(|row| key_info(row, "api"))
             .collect::<Result<Vec<_>, AccountsError>>()
             .map(|mut keys| {
                 keys.extend(aws);
@@ -104,6 +96,20 @@ impl Accounts {
         }
         Ok(())
     }
+}
+
+/// A row `id, org_id, created_at, revoked_at` of either key table.
+pub(super) fn key_info(
+    row: &sqlx::any::AnyRow,
+    kind: &'static str,
+) -> Result<KeyInfo, AccountsError> {
+    Ok(KeyInfo {
+        id: row.try_get(0)?,
+        org: row.try_get(1)?,
+        kind,
+        created_at_ms: row.try_get(2)?,
+        revoked: row.try_get::<Option<i64>, _>(3)?.is_some(),
+    })
 }
 
 #[cfg(test)]

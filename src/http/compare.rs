@@ -23,14 +23,13 @@ use tokio::{sync::oneshot, time::timeout_at};
 use super::{
     AppState,
     auth::{authenticate, rate_limit_headers},
-    body_budget::BodyBudget,
     error::{ApiError, current_request_id},
     exchange,
 };
 use crate::{
     accounts::Org,
-    faces::{Comparison, FacesError},
-    inputs::{self, InputError, MAX_BODY_BYTES},
+    faces::Comparison,
+    inputs::{self, MAX_BODY_BYTES},
     operations::compare::{self as operation, CompareError, CompareRequest, Outcome},
 };
 
@@ -107,32 +106,15 @@ async fn process(
 ) -> Result<Response, ApiError> {
     let deadline = operation::deadline(state);
     let idem_key = idempotency_key(headers)?;
-    let declared_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        // Not worth reading: the connection is closed after this answer.
-        body.take();
-        return Err(InputError::BodyTooLarge {
-            limit: MAX_BODY_BYTES,
-        }
-        .into());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let kind = inputs::body::body_kind(content_type)?;
-    let cost = BodyBudget::cost(declared_len, matches!(kind, inputs::body::BodyKind::Json));
+    let admitted = exchange::admit_body(state, headers, body, MAX_BODY_BYTES)?;
     // Held until the compare ends: the images live as long as it does.
-    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
-        state.metrics.bodies_refused.inc();
-        return Err(FacesError::Overloaded.into());
-    };
-    let body = body.take().unwrap_or_default();
-    let inputs = timeout_at(deadline, inputs::body::read_body(kind, body))
-        .await
-        .map_err(|_| ApiError::timed_out())??;
+    let _body_share = admitted.share;
+    let inputs = timeout_at(
+        deadline,
+        inputs::body::read_body(admitted.kind, admitted.body),
+    )
+    .await
+    .map_err(|_| ApiError::timed_out())??;
 
     let request = CompareRequest {
         inputs,

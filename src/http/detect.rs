@@ -24,17 +24,12 @@ use tokio::time::timeout_at;
 use super::{
     AppState,
     auth::{authenticate, rate_limit_headers},
-    body_budget::BodyBudget,
     error::ApiError,
     exchange,
 };
 use crate::{
     faces::{FacesError, Side, report::ImageReport},
-    inputs::{
-        InputError,
-        body::{BodyKind, body_kind},
-        single::{IMAGE_FIELD, MAX_SINGLE_BODY_BYTES, read_image_body},
-    },
+    inputs::single::{IMAGE_FIELD, MAX_SINGLE_BODY_BYTES, read_image_body},
 };
 
 /// The 200 body.
@@ -112,29 +107,10 @@ async fn process(
     body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
-    let declared_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|n| n > MAX_SINGLE_BODY_BYTES as u64) {
-        body.take();
-        return Err(InputError::BodyTooLarge {
-            limit: MAX_SINGLE_BODY_BYTES,
-        }
-        .into());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let kind = body_kind(content_type)?;
-    let cost = BodyBudget::cost(declared_len, matches!(kind, BodyKind::Json));
+    let admitted = exchange::admit_body(state, headers, body, MAX_SINGLE_BODY_BYTES)?;
     // Held until the answer: the image lives as long as the request does.
-    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
-        state.metrics.bodies_refused.inc();
-        return Err(FacesError::Overloaded.into());
-    };
-    let body = body.take().unwrap_or_default();
-    let bytes = timeout_at(deadline, read_image_body(kind, body))
+    let _body_share = admitted.share;
+    let bytes = timeout_at(deadline, read_image_body(admitted.kind, admitted.body))
         .await
         .map_err(|_| ApiError::timed_out())??;
     let report = timeout_at(deadline, state.engine.faces(Side::Source, bytes))

@@ -6,14 +6,23 @@ use std::future::Future;
 
 use axum::{body::Body, response::Response};
 use futures_util::StreamExt;
+use http::{HeaderMap, header};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::{
-    OrgId,
-    error::{REQUEST_ID, current_request_id},
+    AppState, OrgId,
+    body_budget::{BodyBudget, BodyShare},
+    error::{ApiError, REQUEST_ID, current_request_id},
 };
-use crate::accounts::Org;
+use crate::{
+    accounts::Org,
+    faces::FacesError,
+    inputs::{
+        InputError,
+        body::{BodyKind, body_kind},
+    },
+};
 
 /// How long an early answer waits for the rest of an unread body.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,6 +62,48 @@ pub async fn drain(body: Option<Body>, limit: usize) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
+}
+
+/// A request body let in to be read: its encoding, the body, and its share
+/// of the body budget (hold it until the answer: the images live that long).
+pub struct AdmittedBody {
+    pub kind: BodyKind,
+    pub body: Body,
+    pub share: BodyShare,
+}
+
+/// Judges a body on its headers alone, before a byte is read: a declared
+/// length over `limit` (413; the body is dropped, the connection closed), its
+/// `Content-Type`, then a share of the body budget (503 `overloaded`).
+pub fn admit_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+    limit: usize,
+) -> Result<AdmittedBody, ApiError> {
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > limit as u64) {
+        // Not worth reading: the connection is closed after this answer.
+        body.take();
+        return Err(InputError::BodyTooLarge { limit }.into());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = body_kind(content_type)?;
+    let cost = BodyBudget::cost(declared_len, matches!(kind, BodyKind::Json));
+    let Some(share) = state.body_budget.try_reserve(cost) else {
+        state.metrics.bodies_refused.inc();
+        return Err(FacesError::Overloaded.into());
+    };
+    Ok(AdmittedBody {
+        kind,
+        body: body.take().unwrap_or_default(),
+        share,
+    })
 }
 
 pub fn with_org(mut response: Response, org: &Org) -> Response {
