@@ -17,3 +17,4 @@ pub mod inputs;
 pub mod memory;
 pub mod operations;
 pub mod telemetry;
+pub mod utc;
