@@ -22,7 +22,6 @@ use tokio::{sync::oneshot, time::timeout_at};
 
 use super::{
     AppState,
-    auth::{authenticate, rate_limit_headers},
     error::{ApiError, current_request_id},
     exchange,
 };
@@ -46,36 +45,10 @@ async fn run(
     req: Request,
     mut client_gone: oneshot::Receiver<()>,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let mut body = Some(body);
-    let org = match authenticate(&state, &parts.headers).await {
-        Ok(org) => org,
-        Err(e) => return answer_early(e, body).await,
+    let work = async |org: &Org, headers: &HeaderMap, body: &mut Option<Body>| {
+        process(&state, org, headers, body, &mut client_gone).await
     };
-    let decision = match operation::admit(&state, &org).await {
-        Ok(d) => d,
-        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
-    };
-    let mut response = if decision.allowed {
-        match process(&state, &org, &parts.headers, &mut body, &mut client_gone).await {
-            Ok(r) => r,
-            Err(e) => answer_early(e, body).await,
-        }
-    } else {
-        answer_early(
-            ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs),
-            body,
-        )
-        .await
-    };
-    response.headers_mut().extend(rate_limit_headers(&decision));
-    exchange::with_org(response, &org)
-}
-
-/// An error answer, after the unread body (see [`exchange::drain`]).
-async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
-    exchange::drain(body, MAX_BODY_BYTES).await;
-    e.into_response()
+    exchange::with_api_key(&state, req, MAX_BODY_BYTES, work).await
 }
 
 /// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters.

@@ -21,13 +21,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use tokio::time::timeout_at;
 
-use super::{
-    AppState,
-    auth::{authenticate, rate_limit_headers},
-    error::ApiError,
-    exchange,
-};
+use super::{AppState, error::ApiError, exchange};
 use crate::{
+    accounts::Org,
     faces::{FacesError, Side, report::ImageReport},
     inputs::single::{IMAGE_FIELD, MAX_SINGLE_BODY_BYTES, read_image_body},
 };
@@ -75,30 +71,10 @@ impl From<ImageReport> for DetectResponse {
 }
 
 pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let mut body = Some(body);
-    let org = match authenticate(&state, &parts.headers).await {
-        Ok(org) => org,
-        Err(e) => return answer_early(e, body).await,
+    let work = async |_: &Org, headers: &http::HeaderMap, body: &mut Option<Body>| {
+        process(&state, headers, body).await
     };
-    let decision = match state.accounts.rate_check(&org).await {
-        Ok(d) => d,
-        Err(e) => return exchange::with_org(answer_early(e.into(), body).await, &org),
-    };
-    let mut response = if decision.allowed {
-        match process(&state, &parts.headers, &mut body).await {
-            Ok(r) => r,
-            Err(e) => answer_early(e, body).await,
-        }
-    } else {
-        answer_early(
-            ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs),
-            body,
-        )
-        .await
-    };
-    response.headers_mut().extend(rate_limit_headers(&decision));
-    exchange::with_org(response, &org)
+    exchange::with_api_key(&state, req, MAX_SINGLE_BODY_BYTES, work).await
 }
 
 async fn process(
@@ -145,12 +121,6 @@ fn image_error(e: FacesError) -> ApiError {
         }
         other => other.into(),
     }
-}
-
-/// An error answer, after the unread body (see [`exchange::drain`]).
-async fn answer_early(e: ApiError, body: Option<Body>) -> Response {
-    exchange::drain(body, MAX_SINGLE_BODY_BYTES).await;
-    e.into_response()
 }
 
 #[cfg(test)]

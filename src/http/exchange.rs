@@ -1,10 +1,15 @@
 //! What every API route does around its own work, whatever its protocol:
-//! run it in a task of its own, answer early errors without resetting a
-//! client that is still sending, and tag the answer with its organisation
-//! (for the access log and metrics).
+//! run it in a task of its own, let a body in (or not) on its headers,
+//! answer early errors without resetting a client that is still sending,
+//! and tag the answer with its organisation (for the access log and
+//! metrics); for the native API also the key and the rate limit.
 use std::future::Future;
 
-use axum::{body::Body, response::Response};
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
 use futures_util::StreamExt;
 use http::{HeaderMap, header};
 use tokio::sync::oneshot;
@@ -12,6 +17,7 @@ use tracing::Instrument;
 
 use super::{
     AppState, OrgId,
+    auth::{authenticate, rate_limit_headers},
     body_budget::{BodyBudget, BodyShare},
     error::{ApiError, REQUEST_ID, current_request_id},
 };
@@ -104,6 +110,44 @@ pub fn admit_body(
         body: body.take().unwrap_or_default(),
         share,
     })
+}
+
+/// The native API's frame around a route's `work`: `x-api-key`, then the
+/// organisation's rate limit (every authenticated request counts), then the
+/// work. Any error is answered after the unread body (at most `limit` bytes)
+/// is drained; every answer to a known organisation carries the rate-limit
+/// headers and its org tag.
+pub async fn with_api_key(
+    state: &AppState,
+    req: Request,
+    limit: usize,
+    work: impl AsyncFnOnce(&Org, &HeaderMap, &mut Option<Body>) -> Result<Response, ApiError>,
+) -> Response {
+    let answer_early = async |e: ApiError, body: Option<Body>| {
+        drain(body, limit).await;
+        e.into_response()
+    };
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let org = match authenticate(state, &parts.headers).await {
+        Ok(org) => org,
+        Err(e) => return answer_early(e, body).await,
+    };
+    let decision = match state.accounts.rate_check(&org).await {
+        Ok(d) => d,
+        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
+    };
+    let mut response = if decision.allowed {
+        match work(&org, &parts.headers, &mut body).await {
+            Ok(r) => r,
+            Err(e) => answer_early(e, body).await,
+        }
+    } else {
+        let e = ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs);
+        answer_early(e, body).await
+    };
+    response.headers_mut().extend(rate_limit_headers(&decision));
+    with_org(response, &org)
 }
 
 pub fn with_org(mut response: Response, org: &Org) -> Response {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::{sync::oneshot, time::timeout_at};
 
 use crate::{
-    accounts::{Accounts, AccountsError, IdempotencyBegin, Org, RateDecision},
+    accounts::{Accounts, AccountsError, IdempotencyBegin, Org},
     faces::{Comparison, FacesError},
     http::AppState,
     inputs::{self, CompareInputs, ImageInput, InputError},
@@ -88,12 +88,6 @@ impl From<AccountsError> for CompareError {
     fn from(e: AccountsError) -> Self {
         CompareError::Accounts(e)
     }
-}
-
-/// Counts one authenticated request against the organisation's rate limit
-/// (every request counts, whatever its outcome).
-pub async fn admit(state: &AppState, org: &Org) -> Result<RateDecision, AccountsError> {
-    state.accounts.rate_check(org).await
 }
 
 /// The deadline of a request that starts now.

@@ -119,7 +119,7 @@ async fn run(
         ));
         return exchange::with_org(e.into_response(), &org);
     }
-    let decision = match operation::admit(&state, &org).await {
+    let decision = match state.accounts.rate_check(&org).await {
         Ok(d) => d,
         Err(e) => return exchange::with_org(AwsError::from(e).into_response(), &org),
     };
