@@ -11,6 +11,10 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 
 # ---------------------------------------------------------------- builder ---
 FROM ${RUST_IMAGE} AS builder
+# cmake and nasm build the vendored libjpeg-turbo (turbojpeg-sys) with SIMD.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake nasm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole context (see .dockerignore): the manifest may name benches, examples
 # or files that the sources include.
@@ -40,6 +44,9 @@ RUN FIXTURES_DIR=/fixtures bash /fetch-fixtures.sh && rm -rf /fixtures/.cache
 # against the running stack over HTTP (FACECOMPARE_TEST_BASE_URL). Test
 # binaries are compiled at build time so that `run` starts testing at once.
 FROM ${RUST_IMAGE} AS tests
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake nasm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
 ENV ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \

@@ -1,6 +1,7 @@
 //! JPEG: a marker survey that bounds the work before any pixel is decoded,
-//! then a decode: zune-jpeg ([`super::zune`]) when the image is analysed at
-//! full resolution, else jpeg-decoder at reduced DCT scale (and for CMYK).
+//! then a decode: libjpeg-turbo ([`super::turbo`]) for colour and grey
+//! files, at the reduced DCT scale; jpeg-decoder for CMYK and for whatever
+//! libjpeg-turbo refuses.
 //!
 //! Why the survey: a progressive JPEG's decode cost grows with scans × blocks,
 //! and a scan that is one end-of-band run costs a few bytes. A 1 MB file with
@@ -10,7 +11,7 @@ use std::io::Cursor;
 
 use image::{RgbImage, metadata::Orientation};
 
-use super::{DecodeError, Decoded, MAX_DECODE_BYTES, check_size, orient, zune};
+use super::{DecodeError, Decoded, MAX_DECODE_BYTES, check_size, orient, turbo};
 
 /// Most scans accepted. Encoders write 1 (baseline), 6–12 (libjpeg and
 /// mozjpeg progressive); 100 leaves room for unusual scan scripts.
@@ -33,6 +34,19 @@ pub struct Survey {
     pub samples_per_pixel: f64,
     /// Colour components in the frame (1 grey, 3 colour, 4 CMYK).
     pub components: u8,
+    /// Where the first EXIF block's TIFF data lies in the file.
+    pub exif: Option<std::ops::Range<usize>>,
+}
+
+impl Survey {
+    /// The EXIF orientation (none when the file has no EXIF block or it does not say).
+    pub fn orientation(&self, bytes: &[u8]) -> Orientation {
+        self.exif
+            .clone()
+            .and_then(|r| bytes.get(r))
+            .and_then(Orientation::from_exif_chunk)
+            .unwrap_or(Orientation::NoTransforms)
+    }
 }
 
 /// Walks the marker segments (skipping entropy-coded data) and counts them.
@@ -47,6 +61,7 @@ pub fn survey(bytes: &[u8]) -> Result<Survey, DecodeError> {
         markers: 0,
         samples_per_pixel: 3.0,
         components: 0,
+        exif: None,
     };
     let mut pos = 2; // after SOI
     while pos + 1 < bytes.len() {
@@ -81,6 +96,9 @@ pub fn survey(bytes: &[u8]) -> Result<Survey, DecodeError> {
             // SOFn, except DHT (C4), JPG (C8) and DAC (CC).
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
                 frame(&mut s, marker, segment);
+            }
+            0xE1 if s.exif.is_none() && segment.starts_with(b"Exif\0\0") => {
+                s.exif = Some(pos + 2 + 6..pos + 2 + segment.len());
             }
             0xDA => {
                 s.scans += 1;
@@ -182,14 +200,39 @@ pub fn scale_for(width: u32, height: u32, working_side: u32) -> u32 {
 pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
     let s = survey(bytes)?;
     let denom = scale_for(s.width, s.height, working_side);
-    if s.width > 0 && s.height > 0 && zune::fits(&s, s.components, denom) {
-        // A file zune-jpeg refuses still gets jpeg-decoder's answer (as
-        // before it existed); both decodes are within the survey's bounds.
-        if let Ok(Some(d)) = zune::decode(bytes, &s) {
+    if s.width > 0 && s.height > 0 && matches!(s.components, 1 | 3) {
+        check_size(s.width as u64, s.height as u64)?;
+        check_budget(&s, denom)?;
+        // A file libjpeg-turbo refuses (it also stops at what it only warns
+        // about, such as stray bytes before the end marker, which browsers
+        // show) still gets jpeg-decoder's answer; both decodes are within
+        // the survey's bounds.
+        if let Ok(Some(d)) = turbo::decode(bytes, &s, denom) {
             return Ok(d);
         }
     }
     decode_scaled(bytes, s, working_side)
+}
+
+/// Refuses a file whose decode would hold more than [`MAX_DECODE_BYTES`].
+fn check_budget(s: &Survey, denom: u32) -> Result<(), DecodeError> {
+    let need = decoded_bytes(s, denom);
+    if need > MAX_DECODE_BYTES {
+        return Err(DecodeError::TooMuchMemory {
+            what: format!(
+                "{}×{} pixels, {}",
+                s.width,
+                s.height,
+                if s.progressive {
+                    "progressive JPEG"
+                } else {
+                    "JPEG"
+                }
+            ),
+            bytes: need,
+        });
+    }
+    Ok(())
 }
 
 /// jpeg-decoder, at the reduced DCT scale that keeps the long side at least
@@ -218,27 +261,14 @@ pub fn decode_scaled(
         let (sw, _) = dec.scale(rw, rh).map_err(corrupt)?;
         denom = (w as f32 / sw as f32).round() as u32;
     }
-    let need = decoded_bytes(
+    check_budget(
         &Survey {
             width: w,
             height: h,
             ..survey
         },
         denom,
-    );
-    if need > MAX_DECODE_BYTES {
-        return Err(DecodeError::TooMuchMemory {
-            what: format!(
-                "{w}×{h} pixels, {}",
-                if survey.progressive {
-                    "progressive JPEG"
-                } else {
-                    "JPEG"
-                }
-            ),
-            bytes: need,
-        });
-    }
+    )?;
     let pixels = dec.decode().map_err(corrupt)?;
     let info = dec
         .info()
@@ -323,6 +353,7 @@ mod tests {
             markers: 20,
             samples_per_pixel: 3.0,
             components: 3,
+            exif: None,
         };
         // 64 MP × 3 samples × 2 bytes of coefficients, more than the budget.
         assert!(decoded_bytes(&s, 8) > MAX_DECODE_BYTES);

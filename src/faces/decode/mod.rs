@@ -8,7 +8,7 @@ use std::io::Cursor;
 
 mod jpeg;
 mod png;
-mod zune;
+mod turbo;
 
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
