@@ -104,13 +104,32 @@ impl Detector {
 
     /// Detections in `img`, largest first.
     pub fn detect(&mut self, img: &RgbImage) -> anyhow::Result<Vec<Face>> {
+        self.detect_window(img, 0, 0, img.width(), img.height())
+    }
+
+    /// Detections in the `w`×`h` window at (x0, y0) of `img` (black where it
+    /// leaves the image), in window coordinates, largest first.
+    fn detect_window(
+        &mut self,
+        img: &RgbImage,
+        x0: i64,
+        y0: i64,
+        w: u32,
+        h: u32,
+    ) -> anyhow::Result<Vec<Face>> {
         let size = self.spec.size;
-        let (w, h) = img.dimensions();
         let long = w.max(h) as f32;
         let nw = ((w as f32 * size as f32 / long).round() as u32).clamp(1, size);
         let nh = ((h as f32 * size as f32 / long).round() as u32).clamp(1, size);
         let (ox, oy) = ((size - nw) / 2, (size - nh) / 2);
-        let small = geometry::resize(img, nw, nh);
+        let small = if nw < w && nh < h {
+            geometry::area_resize_window(img, x0, y0, w, h, nw, nh)
+        } else if (x0, y0, w, h) == (0, 0, img.width(), img.height()) {
+            geometry::resize(img, nw, nh)
+        } else {
+            // Enlarged: a window smaller than the input, cheap to cut out.
+            geometry::resize(&geometry::crop_padded(img, x0, y0, w, h), nw, nh)
+        };
         let (mean, std) = (self.spec.mean, self.spec.std);
         let black = [0, 1, 2].map(|c| (0.0 - mean[c]) / std[c]);
         for px in self.input.chunks_exact_mut(3) {
@@ -156,12 +175,14 @@ impl Detector {
             (c[0] - side / 2.0).round() as i64,
             (c[1] - side / 2.0).round() as i64,
         );
-        let window = geometry::crop_padded(img, x0, y0, s, s);
         let mid = s as f32 / 2.0;
-        let best = self.detect(&window)?.into_iter().min_by(|a, b| {
-            let d = |f: &Face| (f.center()[0] - mid).hypot(f.center()[1] - mid);
-            d(a).total_cmp(&d(b))
-        });
+        let best = self
+            .detect_window(img, x0, y0, s, s)?
+            .into_iter()
+            .min_by(|a, b| {
+                let d = |f: &Face| (f.center()[0] - mid).hypot(f.center()[1] - mid);
+                d(a).total_cmp(&d(b))
+            });
         Ok(best
             .map(|f| f.shifted(x0 as f32, y0 as f32))
             .unwrap_or(face))
