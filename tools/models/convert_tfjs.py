@@ -12,7 +12,7 @@ import tempfile
 import onnx
 from onnx import helper
 
-from onnx_edit import rename_io, set_dims
+from onnx_edit import relu6_to_clip, rename_io, set_dims
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPSET = 13
@@ -65,6 +65,7 @@ def convert_faceres(json_bytes, bin_bytes):
     g.output.extend(keep)
     for vi in list(g.input) + list(g.output):  # tf2onnx names the batch dim from a run-dependent counter
         set_dims(vi, ["N"])
+    assert relu6_to_clip(g) == 27
     return m
 
 
