@@ -134,13 +134,17 @@ async fn main() {
     }
     let mut latencies = Vec::new();
     let mut failures = 0;
+    // 503 answers (a full queue or body budget under overload): how cheap the refusal is.
+    let mut refused = Vec::new();
     for w in workers {
         for (status, latency, body) in w.await.unwrap() {
             if status == 200 {
                 latencies.push(latency);
             } else {
                 failures += 1;
-                if failures <= 3 {
+                if status == 503 {
+                    refused.push(latency);
+                } else if failures <= 3 {
                     eprintln!("HTTP {status}: {body}");
                 }
             }
@@ -161,4 +165,13 @@ async fn main() {
         "throughput   {:.2} requests/s",
         latencies.len() as f64 / wall.as_secs_f64()
     );
+    if !refused.is_empty() {
+        refused.sort_unstable();
+        println!(
+            "503 answers  {}, p50 {:.1} ms, p99 {:.1} ms",
+            refused.len(),
+            ms(percentile(&refused, 0.50)),
+            ms(percentile(&refused, 0.99))
+        );
+    }
 }

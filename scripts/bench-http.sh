@@ -7,7 +7,7 @@
 #
 # Knobs: PROFILE=release|debug (default release), CONCURRENCY (4), REQUESTS (100),
 # WARMUP (8), MEGAPIXELS (2.6), FACECOMPARE_WORKERS / FACECOMPARE_INTRA_THREADS for the
-# throwaway server. Needs the fetched fixtures (scripts/fetch-fixtures.sh) and, for the
+# throwaway server, FACECOMPARE_BIN (another server binary, e.g. a previous build, to compare). Needs the fetched fixtures (scripts/fetch-fixtures.sh) and, for the
 # throwaway server, models/ and ONNX Runtime (scripts/fetch-onnxruntime.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +20,7 @@ profile_flag=()
 
 cargo build "${profile_flag[@]}" --quiet --bin facecompare --example bench_http
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
-bin="$target_dir/$PROFILE/facecompare"
+bin=${FACECOMPARE_BIN:-$target_dir/$PROFILE/facecompare}
 bench="$target_dir/$PROFILE/examples/bench_http"
 
 server_pid=""

@@ -10,7 +10,10 @@
 #
 #   scripts/bench-speed.sh                 # SOURCE/TARGET default to ../shared/eval/deepface/img1.jpg, img2.jpg
 #
-# Knobs: SOURCE, TARGET, ITERATIONS (bench runs per image, 20), REQUESTS (HTTP, 100).
+# Knobs: SOURCE, TARGET, ITERATIONS (bench runs per image, 20), REQUESTS (HTTP, 100),
+# BASELINE (a previous build's `facecompare` binary, in a checkout's target/release:
+# every figure is measured for it too, right after this build's, so both come from the
+# same machine state; it loads that checkout's models/, or BASELINE_MODELS_DIR).
 # Run it on a quiet machine: the figures are wall-clock.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,19 +27,42 @@ export FACECOMPARE_MODELS_DIR=${FACECOMPARE_MODELS_DIR:-$ROOT/models}
 cargo build --release --quiet --bin facecompare --example bench_http
 bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/facecompare"
 
+bins=("$bin")
+[ -n "${BASELINE:-}" ] && bins+=("$BASELINE")
+label() { [ "$1" = "$bin" ] && echo "this build" || echo "baseline $1"; }
+# Each binary with its own checkout's models (a model file may have changed since).
+models_for() {
+  local m
+  m="$(cd "$(dirname "$1")/../.." && pwd)/models"
+  if [ "$1" != "$bin" ] && [ -d "$m" ]; then echo "${BASELINE_MODELS_DIR:-$m}"; else echo "$FACECOMPARE_MODELS_DIR"; fi
+}
+
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for age in with without; do
   flag=()
   [ "$age" = without ] && flag=(--no-age)
-  echo "== facecompare bench, age pass: $age"
-  "$bin" bench --iterations "$ITERATIONS" "${flag[@]}" "$SOURCE" "$TARGET"
-  "$bin" bench --iterations "$ITERATIONS" "${flag[@]}" --megapixels 12,0.4 "$SOURCE" "$TARGET" | tail -n +3
+  for b in "${bins[@]}"; do
+    echo "== facecompare bench, age pass: $age ($(label "$b"))"
+    FACECOMPARE_MODELS_DIR=$(models_for "$b") "$b" bench --iterations "$ITERATIONS" "${flag[@]}" "$SOURCE" "$TARGET"
+    FACECOMPARE_MODELS_DIR=$(models_for "$b") "$b" bench --iterations "$ITERATIONS" "${flag[@]}" --megapixels 12,0.4 "$SOURCE" "$TARGET" | tail -n +3
+  done
 done
 
 for c in 1 4; do
-  echo "== HTTP, concurrency $c, the two photos as they are"
-  CONCURRENCY=$c MEGAPIXELS=0 SOURCE="$SOURCE" TARGET="$TARGET" REQUESTS=${REQUESTS:-100} \
-    scripts/bench-http.sh 2>&1 | grep -v '^\(throwaway\|/\)'
+  for b in "${bins[@]}"; do
+    echo "== HTTP, concurrency $c, the two photos as they are ($(label "$b"))"
+    FACECOMPARE_BIN="$b" FACECOMPARE_MODELS_DIR=$(models_for "$b") CONCURRENCY=$c MEGAPIXELS=0 SOURCE="$SOURCE" TARGET="$TARGET" REQUESTS=${REQUESTS:-100} \
+      scripts/bench-http.sh 2>&1 | grep -v '^\(throwaway\|/\)'
+  done
+done
+
+# Overload: 64 clients against a queue of 2 images, so most compares are
+# refused; how long a refusal (503 overloaded) takes while the workers are busy
+# (the body is still received: a refused client gets its answer, not a reset).
+for mp in 0.4 0; do
+  echo "== HTTP overload: 64 clients, queue capacity 2, MEGAPIXELS=$mp (this build)"
+  FACECOMPARE_QUEUE_CAPACITY=2 CONCURRENCY=64 WARMUP=2 REQUESTS=${OVERLOAD_REQUESTS:-640} MEGAPIXELS=$mp \
+    SOURCE="$SOURCE" TARGET="$TARGET" scripts/bench-http.sh 2>&1 | grep -v '^\(throwaway\|/\|HTTP 503\)'
 done
 
 if [ -x .venv-fr/bin/python ]; then
