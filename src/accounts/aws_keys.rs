@@ -22,10 +22,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{
-    Accounts, AccountsError, KeyInfo, Org, now_ms,
-    orgs::{ORG_COLUMNS, org_from_row},
-};
+use super::{Accounts, AccountsError, KeyInfo, Org, keys::KeyTable, now_ms};
 
 const ID_PREFIX: &str = "FCAK";
 /// Shortest accepted server signing key, in characters (the generated one is 32 random bytes as 64 hex digits).
@@ -175,15 +172,7 @@ impl Accounts {
         if !access_key_id.starts_with(ID_PREFIX) || access_key_id.len() > 64 {
             return Ok(None);
         }
-        let sql = format!(
-            "SELECT {ORG_COLUMNS} FROM aws_access_keys k JOIN orgs o ON o.id = k.org_id \
-             WHERE k.id = $1 AND k.revoked_at IS NULL"
-        );
-        let row = sqlx::query(&sql)
-            .bind(access_key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(org_from_row).transpose()?)
+        self.org_of_live_key(KeyTable::Aws, access_key_id).await
     }
 
     pub(super) async fn list_aws_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>, AccountsError> {

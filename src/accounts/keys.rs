@@ -12,6 +12,14 @@ use super::{
 
 const KEY_PREFIX: &str = "fck_";
 
+/// The two key tables (fixed names: `org_of_live_key` builds its SQL from
+/// them, never from input).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeyTable {
+    Api,
+    Aws,
+}
+
 pub(super) fn hash_key(presented: &str) -> String {
     hex::encode(Sha256::digest(presented.as_bytes()))
 }
@@ -42,12 +50,27 @@ impl Accounts {
         if !presented_key.starts_with(KEY_PREFIX) || presented_key.len() > 128 {
             return Ok(None);
         }
+        self.org_of_live_key(KeyTable::Api, &hash_key(presented_key))
+            .await
+    }
+
+    /// The org of the live (not revoked) key whose lookup column (an API
+    /// key's hash, an AWS access key's id) equals `value`, or None.
+    pub(super) async fn org_of_live_key(
+        &self,
+        table: KeyTable,
+        value: &str,
+    ) -> Result<Option<Org>, AccountsError> {
+        let (table, column) = match table {
+            KeyTable::Api => ("api_keys", "key_hash"),
+            KeyTable::Aws => ("aws_access_keys", "id"),
+        };
         let sql = format!(
-            "SELECT {ORG_COLUMNS} FROM api_keys k JOIN orgs o ON o.id = k.org_id \
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+            "SELECT {ORG_COLUMNS} FROM {table} k JOIN orgs o ON o.id = k.org_id \
+             WHERE k.{column} = $1 AND k.revoked_at IS NULL"
         );
         let row = sqlx::query(&sql)
-            .bind(hash_key(presented_key))
+            .bind(value)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(org_from_row).transpose()?)

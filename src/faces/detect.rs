@@ -122,14 +122,7 @@ impl Detector {
         let nw = ((w as f32 * size as f32 / long).round() as u32).clamp(1, size);
         let nh = ((h as f32 * size as f32 / long).round() as u32).clamp(1, size);
         let (ox, oy) = ((size - nw) / 2, (size - nh) / 2);
-        let small = if nw < w && nh < h {
-            geometry::area_resize_window(img, x0, y0, w, h, nw, nh)
-        } else if (x0, y0, w, h) == (0, 0, img.width(), img.height()) {
-            geometry::resize(img, nw, nh)
-        } else {
-            // Enlarged: a window smaller than the input, cheap to cut out.
-            geometry::resize(&geometry::crop_padded(img, x0, y0, w, h), nw, nh)
-        };
+        let small = geometry::resize_window(img, (x0, y0, w, h), nw, nh);
         let (mean, std) = (self.spec.mean, self.spec.std);
         let black = [0, 1, 2].map(|c| (0.0 - mean[c]) / std[c]);
         for px in self.input.chunks_exact_mut(3) {

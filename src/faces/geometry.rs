@@ -16,6 +16,24 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     bilinear_resize(img, width, height)
 }
 
+/// [`resize`] of the `ww`×`wh` window at (x0, y0), black where it leaves the
+/// image: shrinking reads the image in place ([`area_resize_window`]); an
+/// enlarged window is small, and is cut out first.
+pub fn resize_window(
+    img: &RgbImage,
+    (x0, y0, ww, wh): (i64, i64, u32, u32),
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    if (x0, y0, ww, wh) == (0, 0, img.width(), img.height()) {
+        resize(img, width, height)
+    } else if width < ww && height < wh {
+        area_resize_window(img, x0, y0, ww, wh, width, height)
+    } else {
+        resize(&crop_padded(img, x0, y0, ww, wh), width, height)
+    }
+}
+
 /// Bilinear interpolation with half-pixel centres and edge clamping, as
 /// OpenCV's INTER_LINEAR.
 pub fn bilinear_resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {

@@ -109,16 +109,7 @@ fn image_error(e: FacesError) -> ApiError {
             side,
             code,
             message,
-        } => {
-            let message = message
-                .strip_prefix(&format!("{}:", side.field()))
-                .map_or(message.as_str(), str::trim_start);
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("{IMAGE_FIELD}: {message}"),
-            )
-        }
+        } => ApiError::bad_image(IMAGE_FIELD, side.field(), code, &message),
         other => other.into(),
     }
 }

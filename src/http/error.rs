@@ -52,6 +52,16 @@ impl ApiError {
         self
     }
 
+    /// 400 for an image the engine could not use, named by the request
+    /// field that carried it. The engine's message may already start with its
+    /// own side's name (`engine_field`): that prefix is replaced, not doubled.
+    pub fn bad_image(field: &str, engine_field: &str, code: &'static str, message: &str) -> Self {
+        let message = message
+            .strip_prefix(&format!("{engine_field}:"))
+            .map_or(message, str::trim_start);
+        Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {message}"))
+    }
+
     /// 500: logs `detail` (never sent) and answers a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -138,16 +148,7 @@ impl From<FacesError> for ApiError {
                 side,
                 code,
                 message,
-            } => {
-                let field = side.field();
-                // The engine's message may or may not name the field already.
-                let message = if message.starts_with(&format!("{field}:")) {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                };
-                Self::new(StatusCode::BAD_REQUEST, code, message)
-            }
+            } => Self::bad_image(side.field(), side.field(), code, &message),
             FacesError::Overloaded => Self::unavailable(
                 error_codes::OVERLOADED,
                 "the server is busy comparing faces; retry shortly",

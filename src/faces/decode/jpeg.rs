@@ -239,7 +239,7 @@ fn check_budget(s: &Survey, denom: u32) -> Result<(), DecodeError> {
 /// `working_side` (0: full resolution).
 pub fn decode_scaled(
     bytes: &[u8],
-    survey: Survey,
+    mut survey: Survey,
     working_side: u32,
 ) -> Result<Decoded, DecodeError> {
     let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
@@ -261,14 +261,9 @@ pub fn decode_scaled(
         let (sw, _) = dec.scale(rw, rh).map_err(corrupt)?;
         denom = (w as f32 / sw as f32).round() as u32;
     }
-    check_budget(
-        &Survey {
-            width: w,
-            height: h,
-            ..survey
-        },
-        denom,
-    )?;
+    // The frame jpeg-decoder reads is the one it will decode.
+    (survey.width, survey.height) = (w, h);
+    check_budget(&survey, denom)?;
     let pixels = dec.decode().map_err(corrupt)?;
     let info = dec
         .info()
@@ -282,12 +277,8 @@ pub fn decode_scaled(
     };
     let image = RgbImage::from_raw(dw, dh, rgb)
         .ok_or_else(|| DecodeError::Corrupt("JPEG decoded to a short buffer".into()))?;
-    let orientation = dec
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
     Ok(Decoded {
-        image: orient(image, orientation),
+        image: orient(image, survey.orientation(bytes)),
         original_size: (w, h),
         scale_denominator: denom,
     })
