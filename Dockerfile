@@ -11,9 +11,10 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 
 # ---------------------------------------------------------------- builder ---
 FROM ${RUST_IMAGE} AS builder
-# cmake and nasm build the vendored libjpeg-turbo (turbojpeg-sys) with SIMD.
+# cmake, make and nasm build the vendored libjpeg-turbo (turbojpeg-sys) with
+# SIMD. `make` is named: cmake's recommends (which carry it) are not installed.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake nasm \
+    && apt-get install -y --no-install-recommends cmake make nasm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole context (see .dockerignore): the manifest may name benches, examples
@@ -45,7 +46,7 @@ RUN FIXTURES_DIR=/fixtures bash /fetch-fixtures.sh && rm -rf /fixtures/.cache
 # binaries are compiled at build time so that `run` starts testing at once.
 FROM ${RUST_IMAGE} AS tests
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake nasm \
+    && apt-get install -y --no-install-recommends cmake make nasm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
@@ -63,19 +64,25 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin facecompare \
+    && groupadd --system --gid 10001 facecompare \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin facecompare \
     && mkdir -p /app/data /app/lib \
-    && chown facecompare:facecompare /app/data
+    && chown 10001:10001 /app/data
 COPY --from=builder /out/facecompare /usr/local/bin/facecompare
 COPY --from=ort /ort/libonnxruntime.so.1.32.0 /app/lib/libonnxruntime.so.1.32.0
 COPY models /app/models
 WORKDIR /app
+# /app/data holds the AWS signing key (and SQLite when no database URL is
+# given): a volume, so that a recreated container keeps it.
 ENV FACECOMPARE_LISTEN=0.0.0.0:8080 \
     FACECOMPARE_MODELS_DIR=/app/models \
+    FACECOMPARE_AWS_SIGNING_KEY_FILE=/app/data/aws-signing.key \
     ORT_DYLIB_PATH=/app/lib/libonnxruntime.so.1.32.0 \
     RUST_LOG=info
-USER facecompare
-EXPOSE 8080
+VOLUME ["/app/data"]
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+EXPOSE 8080 9090
 # No curl in a slim image: bash's /dev/tcp speaks just enough HTTP/1.0 to check
 # that /healthz answers 200.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

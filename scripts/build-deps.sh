@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build tools `cargo build` needs beyond Rust: cmake and nasm, which build the
-# vendored libjpeg-turbo (turbojpeg-sys, with SIMD). Installs them with apt-get
+# Build tools `cargo build` needs beyond Rust: cmake, make and nasm, which
+# build the vendored libjpeg-turbo (turbojpeg-sys, with SIMD; cmake generates
+# Makefiles, and a cmake installed without its recommends comes without make). Installs them with apt-get
 # when they are missing (as root, or through sudo); elsewhere prints what to
-# install. Does nothing when both are there.
+# install. Does nothing when all are there.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
+command -v make >/dev/null || missing+=(make)
 command -v nasm >/dev/null || missing+=(nasm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null; then
