@@ -79,7 +79,7 @@ fn deep_png(side: u32) -> Vec<u8> {
 
 /// `facecompare_inference_jobs_skipped_total` from /metrics.
 async fn skipped_jobs(s: &common::Server) -> f64 {
-    s.get("/metrics")
+    s.metrics()
         .await
         .text
         .lines()

@@ -37,7 +37,7 @@ async fn metrics_count_requests_stages_and_tokens() {
     )
     .await
     .assert_compare_ok();
-    let r = s.get("/metrics").await;
+    let r = s.metrics().await;
     assert_eq!(r.status, 200);
     assert!(
         r.header("content-type")
@@ -417,4 +417,107 @@ async fn metrics_can_require_a_bearer_token() {
     assert_eq!(ok.status(), 200);
     assert!(ok.text().await.unwrap().contains("facecompare_requests"));
     assert_eq!(s.get("/healthz").await.status, 200);
+}
+
+/// A public API address serves `/metrics` only behind a token (or on its own
+/// address): what the process does is not for whoever reaches the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_not_on_a_public_api_port_unless_a_token_guards_them() {
+    if !common::own_servers_or_skip("its own servers on a non-loopback address") {
+        return;
+    }
+    let db = common::fresh_database(Backend::Sqlite, "metrics-public");
+    let open = spawn_server(ServerOptions::new(&db).env("FACECOMPARE_LISTEN", "0.0.0.0:0"));
+    assert_eq!(open.get("/healthz").await.status, 200);
+    assert_eq!(open.get("/metrics").await.status, 404);
+    let log = common::tail(open.log.as_ref().unwrap());
+    assert!(log.contains("/metrics is not served"), "{log}");
+    drop(open);
+
+    let token = "metrics-secret-0123456789";
+    let guarded = spawn_server(
+        ServerOptions::new(&db)
+            .env("FACECOMPARE_LISTEN", "0.0.0.0:0")
+            .env("FACECOMPARE_METRICS_TOKEN", token),
+    );
+    assert_eq!(guarded.get("/metrics").await.status, 401);
+    let ok = common::client()
+        .get(guarded.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+/// `FACECOMPARE_LOG_FORMAT=json`: every line the process writes, on stdout and
+/// stderr, is one JSON object; the `listening` event carries the URL that the
+/// plain format prints as `listening on`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_json_only() {
+    use std::{
+        io::BufRead,
+        process::{Command, Stdio},
+    };
+    if !common::own_servers_or_skip("its own server with JSON logs") {
+        return;
+    }
+    let db = common::fresh_database(Backend::Sqlite, "json-logs");
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("serve");
+    common::scrub(&mut cmd);
+    let mut child = cmd
+        .env("FACECOMPARE_LISTEN", "127.0.0.1:0")
+        .env("FACECOMPARE_DATABASE_URL", &db)
+        .env("FACECOMPARE_MODELS_DIR", common::models_dir())
+        .env("ORT_DYLIB_PATH", common::ort_dylib())
+        .env("FACECOMPARE_WORKERS", "1")
+        .env("FACECOMPARE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the server");
+    let read_all = |r: Box<dyn std::io::Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = read_all(Box::new(child.stdout.take().unwrap()), tx.clone());
+    let err = read_all(Box::new(child.stderr.take().unwrap()), tx);
+    let mut lines = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .unwrap_or_else(|_| panic!("no `listening` event within 180 s: {lines:#?}"));
+        let event: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+        lines.push(line);
+        if let Some(e) = event
+            && e["fields"]["message"] == "listening"
+        {
+            break e["fields"]["url"].as_str().expect("url field").to_string();
+        }
+    };
+    let r = common::client()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    out.join().unwrap();
+    err.join().unwrap();
+    lines.extend(rx.try_iter());
+    assert!(lines.len() >= 2, "{lines:#?}");
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(v.is_object(), "{line}");
+    }
 }

@@ -144,6 +144,36 @@ fn generate(path: &Path) -> anyhow::Result<String> {
 }
 
 impl Accounts {
+    /// The signing keys, generating the key file only while no live access key
+    /// exists: a new key would silently invalidate every secret issued under a
+    /// lost one, so that case is an error naming what to restore.
+    pub async fn signing_keys_or_generate(
+        &self,
+        source: &SigningKeySource,
+    ) -> anyhow::Result<SigningKeys> {
+        if let Some(keys) = SigningKeys::load(source, false)? {
+            return Ok(keys);
+        }
+        let live = self.live_aws_key_count().await?;
+        if live > 0 {
+            anyhow::bail!(
+                "{live} AWS access key(s) were issued under a signing key that is not configured now \
+                 (FACECOMPARE_AWS_SIGNING_KEY is unset and {} does not exist): restore that key, \
+                 or revoke those access keys before a new signing key is generated",
+                source.file.display()
+            );
+        }
+        SigningKeys::load(source, true)?.context("the AWS signing key could not be generated")
+    }
+
+    /// Access keys not revoked, of every organisation.
+    pub async fn live_aws_key_count(&self) -> Result<i64, AccountsError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM aws_access_keys WHERE revoked_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sqlx::Row::try_get::<i64, _>(&row, "n")?)
+    }
+
     /// A new access key id for the organisation (its secret comes from [`SigningKeys`]).
     pub async fn create_aws_key(&self, org_id_or_name: &str) -> Result<KeyInfo, AccountsError> {
         let org = self.find_org(org_id_or_name).await?;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{KeyCommand, OrgCommand, OrgCreateArgs, TokensCommand};
 use crate::{
-    accounts::{Accounts, NewOrg, Org, SigningKeys},
+    accounts::{Accounts, NewOrg, Org},
     config::{Config, RateLimit},
 };
 
@@ -101,8 +101,9 @@ pub async fn key(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
             json,
         } => {
             // The signing key first: no access key is issued that could not verify.
-            let keys = SigningKeys::load(&config.aws_signing, true)?
-                .context("the AWS signing key could not be loaded")?;
+            let keys = accounts
+                .signing_keys_or_generate(&config.aws_signing)
+                .await?;
             let key = accounts.create_aws_key(&org).await?;
             let secret = keys.secret_for(&key.id);
             if json {

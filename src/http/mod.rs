@@ -85,13 +85,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi));
-    if state.config.metrics_listen.is_none() {
+    if metrics_on_api_port(&state.config) {
         routes = routes.route("/metrics", get(ops::metrics));
     }
     if state.config.try_page {
         routes = routes.merge(try_page::routes());
     }
     with_layers(routes, state)
+}
+
+/// Whether the API port serves `/metrics`: not when it has its own address,
+/// and on a non-loopback API address only behind `FACECOMPARE_METRICS_TOKEN`
+/// (what the process does and holds is not for the public).
+pub fn metrics_on_api_port(config: &Config) -> bool {
+    config.metrics_listen.is_none()
+        && (config.metrics_token.is_some() || config.listen.ip().is_loopback())
 }
 
 /// `/metrics` alone, for `FACECOMPARE_METRICS_LISTEN`.
@@ -223,6 +231,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .migrate()
         .await
         .context("applying database migrations")?;
+    if aws_signing.get().is_none() {
+        // Generated now (in the data directory, a volume in compose) so that
+        // every process that shares the directory derives the same secrets.
+        match accounts.signing_keys_or_generate(&config.aws_signing).await {
+            Ok(keys) => {
+                tracing::info!(file = %config.aws_signing.file.display(), "AWS signing key ready");
+                let _ = aws_signing.set(keys);
+            }
+            Err(e) => tracing::error!(
+                error = %format!("{e:#}"),
+                "no AWS signing key: Rekognition requests are refused until one is configured"
+            ),
+        }
+    }
     if config.embedded_default
         && let Some(created) = accounts
             .ensure_default_org(config.default_org_tokens, config.rate_limit)
@@ -257,20 +279,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let app = router(state.clone());
 
-    // Before "listening on": whoever waits for that line can read both.
-    if let Some(l) = &metrics_listener {
-        let maddr = l.local_addr()?;
+    let metrics_url = match &metrics_listener {
+        Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
+        None if metrics_on_api_port(&state.config) => Some(format!("http://{addr}/metrics")),
+        None => {
+            tracing::warn!(
+                "/metrics is not served: the API listens on a non-loopback address; set \
+                 FACECOMPARE_METRICS_LISTEN (its own address) or FACECOMPARE_METRICS_TOKEN"
+            );
+            None
+        }
+    };
+    // Plain lines for scripts that wait for them, unless logs are JSON: a
+    // JSON stream stays JSON, and the `listening` event carries the same URLs.
+    if !state.config.log_json {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "metrics on http://{maddr}/metrics")?;
-        out.flush()?;
-    }
-    {
-        let mut out = std::io::stdout().lock();
+        // Before "listening on": whoever waits for that line can read both.
+        if metrics_listener.is_some()
+            && let Some(url) = &metrics_url
+        {
+            writeln!(out, "metrics on {url}")?;
+        }
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
     tracing::info!(
-        %addr,
+        url = %format!("http://{addr}"),
+        metrics_url = metrics_url.as_deref().unwrap_or("-"),
         fd_limit,
         max_connections = limits.max_connections,
         "listening"

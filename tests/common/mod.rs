@@ -204,7 +204,7 @@ pub fn spawn_server(opts: ServerOptions) -> OwnedServer {
     OwnedServer { server, child }
 }
 
-fn ort_dylib() -> String {
+pub fn ort_dylib() -> String {
     std::env::var("ORT_DYLIB_PATH")
         .ok()
         .filter(|v| !v.is_empty())
@@ -216,7 +216,7 @@ fn ort_dylib() -> String {
         })
 }
 
-fn models_dir() -> String {
+pub fn models_dir() -> String {
     std::env::var("FACECOMPARE_TEST_MODELS_DIR")
         .ok()
         .filter(|v| !v.is_empty())
@@ -231,7 +231,7 @@ fn log_dir() -> PathBuf {
 
 /// Environment variables of the test process that must not leak into a
 /// spawned server (its configuration comes only from the options).
-fn scrub(cmd: &mut Command) {
+pub fn scrub(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         if (k.starts_with("FACECOMPARE_") || k.starts_with("AWS_")) && k != "FACECOMPARE_PACK" {
             cmd.env_remove(&k);
@@ -752,6 +752,16 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> Resp {
         Resp::from(client().get(self.url(path)).send().await.expect("GET")).await
+    }
+
+    /// GET /metrics: on the API port of a server this harness started; a
+    /// running stack serves it on its own address (`FACECOMPARE_TEST_METRICS_URL`).
+    pub async fn metrics(&self) -> Resp {
+        let url = match std::env::var("FACECOMPARE_TEST_METRICS_URL") {
+            Ok(u) if self.external && !u.trim().is_empty() => u.trim().to_string(),
+            _ => self.url("/metrics"),
+        };
+        Resp::from(client().get(url).send().await.expect("GET /metrics")).await
     }
 }
 

@@ -86,6 +86,22 @@ impl AwsError {
         }
     }
 
+    /// 500 for a live access key while the server has no signing key: logged
+    /// for the operator, and named for the client instead of "unknown key".
+    pub fn signing_key_missing(file: &std::path::Path) -> Self {
+        tracing::error!(
+            file = %file.display(),
+            "a Rekognition request for a live AWS access key, but no AWS signing key is \
+             configured: set FACECOMPARE_AWS_SIGNING_KEY or restore the key file"
+        );
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "This server cannot verify AWS signatures: its signing key is not configured. \
+             The operator must restore it; the access key itself is valid.",
+        )
+    }
+
     /// 500; the detail is logged (by `ApiError::internal`), never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         let native = ApiError::internal(detail);

@@ -187,7 +187,8 @@ async fn known_key(
         .unwrap_or(0);
     let auth = sigv4::check_headers(&parts.headers, parts.uri.query(), now)?;
     match state.accounts.authenticate_aws(&auth.access_key_id).await? {
-        Some(org) => Ok((org, auth)),
+        // A known id with no signing key to verify it: say so before any body is read.
+        Some(org) => signing_keys(state).map(|_| (org, auth)),
         None => Err(sigv4::SigError::UnknownKey.into()),
     }
 }
@@ -216,15 +217,18 @@ fn verify_signature(
 }
 
 /// The server signing keys, loaded on first use and kept: `key create --aws`
-/// may create the key file after the server started.
+/// may create the key file after the server started (when `serve` could not).
 fn signing_keys(state: &AppState) -> Result<SigningKeys, AwsError> {
     if let Some(k) = state.aws_signing.get() {
         return Ok(k.clone());
     }
     match SigningKeys::load(&state.config.aws_signing, false) {
         Ok(Some(keys)) => Ok(state.aws_signing.get_or_init(|| keys).clone()),
-        // No key yet: no access key can have been issued against it.
-        Ok(None) => Err(sigv4::SigError::UnknownKey.into()),
+        // The key id is live but its secret cannot be derived: an operator's
+        // error (a lost key file), never a client's "unknown key".
+        Ok(None) => Err(AwsError::signing_key_missing(
+            &state.config.aws_signing.file,
+        )),
         Err(e) => Err(AwsError::internal(format!("AWS signing key: {e:#}"))),
     }
 }
