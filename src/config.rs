@@ -1,4 +1,4 @@
-//! Configuration from the environment (SPEC §4). Every variable has a default
+//! Configuration from the environment. Every variable has a default
 //! so that `facecompare serve` runs with no configuration at all.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -47,6 +47,18 @@ impl RateLimit {
     }
 }
 
+/// Where the server signing key of AWS access-key secrets comes from
+/// (`accounts::SigningKeys` loads it).
+#[derive(Debug, Clone)]
+pub struct SigningKeySource {
+    /// The key itself (`FACECOMPARE_AWS_SIGNING_KEY`); wins over the file.
+    pub key: Option<String>,
+    /// `FACECOMPARE_AWS_SIGNING_KEY_FILE` (default `data/aws-signing.key`).
+    pub file: PathBuf,
+    /// `FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS`, during a rotation.
+    pub previous: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Config {
     pub bucket: String,
@@ -78,7 +90,7 @@ pub struct Config {
     pub default_org_tokens: i64,
     pub request_timeout: Duration,
     pub log_json: bool,
-    /// Connections (README "Connections"). None: sized to the descriptor limit.
+    /// Connections (docs/operations.md, "Connections"). None: sized to the descriptor limit.
     pub max_connections: Option<usize>,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -91,7 +103,7 @@ pub struct Config {
     /// Serve the try page (`GET /try`, `GET /`); `FACECOMPARE_TRY_PAGE=off` turns it off.
     pub try_page: bool,
     /// The server key AWS access-key secrets derive from (`accounts::aws_keys`).
-    pub aws_signing: crate::accounts::SigningKeySource,
+    pub aws_signing: SigningKeySource,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -191,7 +203,7 @@ impl Config {
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
             body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
-            aws_signing: crate::accounts::SigningKeySource {
+            aws_signing: SigningKeySource {
                 key: var("FACECOMPARE_AWS_SIGNING_KEY"),
                 file: PathBuf::from(
                     var("FACECOMPARE_AWS_SIGNING_KEY_FILE")

@@ -77,7 +77,7 @@ async fn process(
     body: &mut Option<Body>,
     client_gone: &mut oneshot::Receiver<()>,
 ) -> Result<Response, ApiError> {
-    let deadline = operation::deadline(state);
+    let deadline = state.deadline();
     let idem_key = idempotency_key(headers)?;
     let admitted = exchange::admit_body(state, headers, body, MAX_BODY_BYTES)?;
     // Held until the compare ends: the images live as long as it does.
@@ -99,7 +99,7 @@ async fn process(
         serde_json::to_string(&comparison.response(threshold))
             .map_err(|e| CompareError::Internal(e.to_string()))
     };
-    match operation::compare(state, org, request, client_gone, render).await {
+    match operation::compare(&state.app, org, request, client_gone, render).await {
         Ok(Outcome::Done { body, .. }) => Ok(json_response(StatusCode::OK, body)),
         Ok(Outcome::Replay { status, body }) => Ok(replay(status, body)),
         Err(e) => Err(api_error(e)),

@@ -142,7 +142,8 @@ mod tests {
 
     #[test]
     fn openapi_describes_the_endpoint_as_served() {
-        let v: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI_JSON).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(super::super::health_metrics::OPENAPI_JSON).unwrap();
         let op = &v["paths"]["/v1/face/detect"]["post"];
         for status in ["200", "400", "401", "429", "500", "503"] {
             assert!(op["responses"][status].is_object(), "{status} undocumented");

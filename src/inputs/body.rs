@@ -2,7 +2,7 @@
 //! — a compare's `source` and `target` ([`CompareInputs`]), or the one image
 //! of [`super::single`] — enforcing size limits while streaming.
 //!
-//! Decisions (README "Inputs"):
+//! Decisions (docs/api.md, "Inputs"):
 //! - Fields other than `source` and `target` are ignored (forward
 //!   compatibility with clients that send extra metadata); a missing field's
 //!   message lists the names that were sent, so a typo is easy to spot.

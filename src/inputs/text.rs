@@ -1,7 +1,7 @@
 //! Classifies a string input: a `data:` URI, base64 / base64url (padding
 //! optional, whitespace and line breaks tolerated) or an S3 reference.
 //!
-//! The rule (documented in the README):
+//! The rule (documented in docs/api.md):
 //! 1. `data:...;base64,PAYLOAD` is always an image: PAYLOAD must decode to a
 //!    supported image.
 //! 2. `s3://bucket/key` is always an S3 reference.

@@ -1,6 +1,6 @@
 //! Errors as the AWS SDKs parse them for the JSON 1.1 protocol:
 //! `{"__type": "...", "message": "..."}` with the status AWS uses. The
-//! mapping from our errors (and why) is README "Using AWS SDKs".
+//! mapping from our errors (and why) is docs/aws-sdks.md.
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 

@@ -2,7 +2,7 @@
 //! them, and the mapping from our [`Comparison`]. Fields we cannot compute
 //! honestly (Pose, Quality, Emotions, Smile, the mouth corners and jawline
 //! landmarks, the deprecated orientation corrections) are omitted, never
-//! invented; README "Using AWS SDKs" lists each field's source.
+//! invented; docs/aws-sdks.md lists each field's source.
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
