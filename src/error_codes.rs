@@ -1,6 +1,6 @@
 //! Every error code of the native API (`{"error": CODE, ...}`) and its HTTP
 //! status, in one place. The code sites use these constants; the test below
-//! checks that README's "Errors" table and `src/http/openapi.json` list
+//! checks that the table of `docs/errors.md` and `src/http/openapi.json` list
 //! exactly these codes with these statuses. (The Rekognition protocol has its
 //! own AWS error types: `http::rekognition::errors`.)
 
@@ -17,7 +17,7 @@ pub struct ErrorCode {
 macro_rules! codes {
     ($($name:ident = $status:literal $code:literal $route:literal;)*) => {
         $(pub const $name: &str = $code;)*
-        /// All codes, in README order.
+        /// All codes, in the order of docs/errors.md.
         pub const ALL: &[ErrorCode] = &[
             $(ErrorCode { status: $status, code: $code, compare_route: $route },)*
         ];
@@ -86,14 +86,14 @@ mod tests {
             .collect()
     }
 
-    /// README "## Errors" rows: `| 400 | `code` | ...` and `| 404 / 405 | `a` / `b` | ...`.
-    fn readme_pairs() -> Pairs {
-        let readme = include_str!("../README.md");
-        let section = readme
-            .split("\n## Errors\n")
+    /// docs/errors.md table rows: `| 400 | `code` | ...` and `| 404 / 405 | `a` / `b` | ...`.
+    fn documented_pairs() -> Pairs {
+        let page = include_str!("../docs/errors.md");
+        let section = page
+            .split("\n| status |")
             .nth(1)
-            .expect("README has an Errors section");
-        let section = section.split("\n## ").next().unwrap_or(section);
+            .expect("docs/errors.md has the error table");
+        let section = section.split("\n\n").next().unwrap_or(section);
         let mut pairs = Pairs::new();
         for line in section.lines().filter(|l| l.starts_with("| ")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -133,9 +133,9 @@ mod tests {
     }
 
     #[test]
-    fn readme_table_lists_exactly_the_catalogue() {
-        let documented = readme_pairs();
-        // 499 is never received by a client, so the README leaves it out.
+    fn errors_page_lists_exactly_the_catalogue() {
+        let documented = documented_pairs();
+        // 499 is never received by a client, so the page leaves it out.
         let mut expected = catalogue(false);
         expected.remove(&(499, CLIENT_CLOSED_REQUEST.to_string()));
         assert_eq!(documented, expected);
