@@ -1,10 +1,12 @@
-//! Every error code of the native API (`{"error": CODE, ...}`) and its HTTP
-//! status, in one place. The code sites use these constants; the test below
+//! Every error kind of the native API (`{"error": CODE, ...}`) with its code
+//! and HTTP status, in one place: call sites name a kind (`RATE_LIMITED`),
+//! never a status, and `http::error::ApiError::new` takes the status from the
+//! kind. The test below
 //! checks that the table of `docs/errors.md` and `src/http/openapi.json` list
 //! exactly these codes with these statuses. (The Rekognition protocol has its
 //! own AWS error types: `http::rekognition::errors`.)
 
-/// One error code and the status it is always sent with.
+/// One error kind: its code and the status it is always sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode {
     pub status: u16,
@@ -16,11 +18,10 @@ pub struct ErrorCode {
 
 macro_rules! codes {
     ($($name:ident = $status:literal $code:literal $route:literal;)*) => {
-        $(pub const $name: &str = $code;)*
-        /// All codes, in the order of docs/errors.md.
-        pub const ALL: &[ErrorCode] = &[
-            $(ErrorCode { status: $status, code: $code, compare_route: $route },)*
-        ];
+        $(pub const $name: ErrorCode =
+            ErrorCode { status: $status, code: $code, compare_route: $route };)*
+        /// All kinds, in the order of docs/errors.md.
+        pub const ALL: &[ErrorCode] = &[$($name,)*];
     };
 }
 
@@ -55,6 +56,14 @@ codes! {
     DATABASE_UNAVAILABLE = 503 "database_unavailable" true;
     S3_UNAVAILABLE = 503 "s3_unavailable" true;
     REQUEST_TIMEOUT = 503 "request_timeout" true;
+}
+
+impl ErrorCode {
+    /// The status as the HTTP types spell it (every catalogue status is valid,
+    /// 499 included).
+    pub fn http_status(self) -> http::StatusCode {
+        http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
 }
 
 /// The status a code is sent with.
@@ -137,7 +146,7 @@ mod tests {
         let documented = documented_pairs();
         // 499 is never received by a client, so the page leaves it out.
         let mut expected = catalogue(false);
-        expected.remove(&(499, CLIENT_CLOSED_REQUEST.to_string()));
+        expected.remove(&(499, CLIENT_CLOSED_REQUEST.code.to_string()));
         assert_eq!(documented, expected);
     }
 
@@ -150,6 +159,9 @@ mod tests {
     fn codes_are_unique() {
         let codes: BTreeSet<_> = ALL.iter().map(|c| c.code).collect();
         assert_eq!(codes.len(), ALL.len());
-        assert_eq!(status_of(RATE_LIMITED), Some(429));
+        assert_eq!(status_of(RATE_LIMITED.code), Some(429));
+        for kind in ALL {
+            assert_eq!(kind.http_status().as_u16(), kind.status, "{}", kind.code);
+        }
     }
 }

@@ -107,9 +107,9 @@ fn image_error(e: FacesError) -> ApiError {
     match e {
         FacesError::BadImage {
             side,
-            code,
+            kind,
             message,
-        } => ApiError::bad_image(IMAGE_FIELD, side.field(), code, &message),
+        } => ApiError::bad_image(IMAGE_FIELD, side.field(), kind, &message),
         other => other.into(),
     }
 }
@@ -175,7 +175,7 @@ mod tests {
         for message in ["source: not a JPEG", "not a JPEG"] {
             let e = image_error(FacesError::BadImage {
                 side: Side::Source,
-                code: "image_decode_failed",
+                kind: crate::error_codes::IMAGE_DECODE_FAILED,
                 message: message.into(),
             });
             assert_eq!(e.message, "image: not a JPEG");

@@ -6,7 +6,7 @@
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
 //! - [`sniff`]: recognises image formats from their magic bytes.
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
-use crate::error_codes;
+use crate::error_codes::{self, ErrorCode};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -148,8 +148,10 @@ fn unsupported_message(detected: Option<&'static str>) -> String {
 }
 
 impl InputError {
-    /// The stable machine-readable error code of the API.
-    pub fn code(&self) -> &'static str {
+    /// The error kind of the catalogue: its code and its status (400 for bad
+    /// input, 403 for S3 keys the org may not read or that do not exist, 503
+    /// when the store is down).
+    pub fn kind(&self) -> ErrorCode {
         match self {
             InputError::InvalidBody { .. } => error_codes::INVALID_BODY,
             InputError::UnsupportedContentType { .. } => error_codes::UNSUPPORTED_CONTENT_TYPE,
@@ -174,14 +176,9 @@ impl InputError {
         }
     }
 
-    /// The HTTP status: 400 for bad input, 403 for S3 keys the org may not
-    /// read (or that do not exist), 503 when the store is down.
-    pub fn status(&self) -> u16 {
-        match self {
-            InputError::S3Forbidden { .. } | InputError::S3NotFound { .. } => 403,
-            InputError::S3Unavailable { .. } => 503,
-            _ => 400,
-        }
+    /// The stable machine-readable error code of the API.
+    pub fn code(&self) -> &'static str {
+        self.kind().code
     }
 
     /// The request field the error is about, if any.
@@ -270,13 +267,13 @@ mod tests {
             "target: image is 17.2 MB; the limit is 15 MB"
         );
         assert_eq!(e.code(), "image_too_large");
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.kind().status, 400);
         let e = InputError::S3NotFound {
             field: "source".into(),
             message: "source: no such object".into(),
         };
         assert_eq!(
-            (e.code(), e.status(), e.field()),
+            (e.code(), e.kind().status, e.field()),
             ("s3_object_not_found", 403, Some("source"))
         );
     }

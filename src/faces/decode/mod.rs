@@ -3,7 +3,7 @@
 //! work and memory bounded per image (JPEG scans, decoded bytes at the real
 //! bit depth and channel count), large images decoded at reduced scale (JPEG
 //! in the DCT domain, PNG while streaming rows), EXIF orientation applied.
-use crate::error_codes;
+use crate::error_codes::{self, ErrorCode};
 use std::io::Cursor;
 
 mod jpeg;
@@ -58,7 +58,8 @@ fn size_text(width: u64, height: u64) -> String {
 }
 
 impl DecodeError {
-    pub fn code(&self) -> &'static str {
+    /// The error kind of the catalogue.
+    pub fn kind(&self) -> ErrorCode {
         match self {
             DecodeError::Unsupported(_) => error_codes::UNSUPPORTED_IMAGE_FORMAT,
             DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
@@ -67,6 +68,11 @@ impl DecodeError {
             DecodeError::TooComplex(_) => error_codes::IMAGE_TOO_COMPLEX,
             DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
         }
+    }
+
+    /// The stable machine-readable error code of the API.
+    pub fn code(&self) -> &'static str {
+        self.kind().code
     }
 }
 

@@ -165,8 +165,7 @@ fn image(field: &str, img: Option<Image>, bucket: Option<&str>) -> Result<ImageI
             };
             if bucket.is_none() {
                 return Err(AwsError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    "InvalidS3ObjectException",
+                    super::errors::INVALID_S3_OBJECT,
                     format!("{field}.S3Object: this server has no S3 bucket configured"),
                 ));
             }
