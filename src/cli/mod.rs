@@ -21,6 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
+    #[command(after_help = crate::config::variables_help())]
     Serve,
     /// Apply database migrations.
     Migrate,
