@@ -4,6 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 
+/// Whether `t` is a usable match threshold: 0 to 100 inclusive (not NaN).
+/// The one rule for the server default, organisations, the CLI and the
+/// Rekognition protocol's `SimilarityThreshold`; each names its own source
+/// in its message ("... must be between 0 and 100").
+pub fn valid_threshold(t: f64) -> bool {
+    (0.0..=100.0).contains(&t)
+}
+
 /// A per-organisation request budget: `per_window` requests per `window`,
 /// admitted as a burst of `per_window` and refilled at that rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +318,7 @@ impl Config {
             None => ("sqlite://data/facecompare.db?mode=rwc".to_string(), true),
         };
         let threshold: f64 = parse_var("FACECOMPARE_THRESHOLD", 80.0)?;
-        if !(0.0..=100.0).contains(&threshold) {
+        if !valid_threshold(threshold) {
             bail!("FACECOMPARE_THRESHOLD={threshold}: must be between 0 and 100");
         }
         let token_cost: i64 = parse_var("FACECOMPARE_TOKEN_COST", 1)?;
@@ -398,6 +406,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_are_0_to_100() {
+        for ok in [0.0, 80.0, 100.0] {
+            assert!(valid_threshold(ok), "{ok}");
+        }
+        for bad in [-0.01, 100.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!valid_threshold(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_switches() {

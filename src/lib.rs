@@ -16,6 +16,7 @@ pub mod config;
 pub mod error_codes;
 pub mod faces;
 pub mod http;
+pub mod image_format;
 pub mod inputs;
 pub mod memory;
 pub mod operations;

@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
+pub mod reencode;
 pub mod report;
 pub mod runtime;
 

@@ -4,16 +4,18 @@
 //! - [`body`]: reads the body (content type, streaming size limits, duplicate fields).
 //! - [`single`]: the same rules for a body with one image (`POST /v1/face/detect`).
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
-//! - [`sniff`]: recognises image formats from their magic bytes.
+//! Image formats are recognised from their magic bytes by [`crate::image_format`].
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
-use crate::error_codes::{self, ErrorCode};
+use crate::{
+    error_codes::{self, ErrorCode},
+    image_format,
+};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod body;
 pub mod s3;
 pub mod single;
-pub mod sniff;
 pub mod text;
 
 /// Largest accepted image: 15 MB (15 × 1024 × 1024 bytes), judged on the
@@ -218,7 +220,7 @@ pub fn check_image_bytes(field: &str, bytes: &[u8]) -> Result<(), InputError> {
             size: Some(bytes.len() as u64),
         });
     }
-    match sniff::sniff(bytes) {
+    match image_format::sniff(bytes) {
         Some(f) if f.is_supported() => Ok(()),
         other => Err(InputError::UnsupportedImageFormat {
             field: field.to_string(),
