@@ -13,28 +13,13 @@ use aws_sdk_rekognition::{
     primitives::Blob,
     types::{Image, QualityFilter, S3Object},
 };
-use common::{Backend, Server, ServerOptions, TestOrg, cli_json, fixture, images, server};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if super::keys_can_be_issued() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if super::keys_can_be_issued() && super::common::postgres_or_skip() {
-                    super::$name(super::Backend::Postgres).await
-                }
-            }
-        }
-    )*};
-}
+use common::{
+    Backend, Server, ServerOptions, TestOrg, backends::on_both_backends, cli_json, fixture, images,
+    server,
+};
 
 on_both_backends!(
+    if keys_can_be_issued;
     same_person_is_a_face_match_and_costs_one_token,
     different_people_are_unmatched_faces,
     no_face_in_the_source_is_invalid_parameter_and_free,

@@ -4,8 +4,9 @@
 //! - [`body`]: reads the body (content type, streaming size limits, duplicate fields).
 //! - [`single`]: the same rules for a body with one image (`POST /v1/face/detect`).
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
-//! Image formats are recognised from their magic bytes by [`crate::image_format`].
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
+//!
+//! Image formats are recognised from their magic bytes by [`crate::image_format`].
 use crate::{
     error_codes::{self, ErrorCode},
     image_format,

@@ -15,6 +15,7 @@
 //! share balances or rate limits.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod images;
 pub mod pg_cluster;
 
