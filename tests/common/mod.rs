@@ -18,6 +18,7 @@
 pub mod backends;
 pub mod images;
 pub mod pg_cluster;
+pub mod s3;
 
 use std::{
     io::{BufRead, BufReader, Read},
