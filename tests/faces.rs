@@ -36,7 +36,9 @@ fn setup() {
             unsafe {
                 std::env::set_var(
                     "ORT_DYLIB_PATH",
-                    root().join(".ort/libonnxruntime.so.1.32.0"),
+                    root()
+                        .join(".ort")
+                        .join(facecompare::faces::runtime::ORT_LIB),
                 )
             };
         }

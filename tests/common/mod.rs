@@ -212,7 +212,8 @@ fn ort_dylib() -> String {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| {
             repo()
-                .join(".ort/libonnxruntime.so.1.32.0")
+                .join(".ort")
+                .join(facecompare::faces::runtime::ORT_LIB)
                 .display()
                 .to_string()
         })
