@@ -31,19 +31,11 @@ fn scaled_jpeg(path: &PathBuf, mp: f64) -> Vec<u8> {
         return bytes;
     }
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let scale = (mp * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
-    let (w, h) = (
-        (img.width() as f64 * scale) as u32,
-        (img.height() as f64 * scale) as u32,
-    );
-    let big = img
-        .resize_exact(w, h, image::imageops::FilterType::Triangle)
-        .to_rgb8();
-    let mut out = Vec::new();
-    big.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-        &mut out, 90,
-    ))
-    .expect("encode");
+    let out = facecompare::faces::reencode::scaled_jpeg(&img, mp).expect("encode");
+    let (w, h) =
+        image::ImageReader::with_format(std::io::Cursor::new(&out), image::ImageFormat::Jpeg)
+            .into_dimensions()
+            .expect("dimensions");
     eprintln!(
         "{}: {}x{} ({:.2} MP), {} KB",
         path.display(),

@@ -2,7 +2,7 @@
 """Times face_recognition (PyPI, dlib) on one image pair, the way its README
 compares two photos: load both, find the faces, encode them, compare.
 
-Used by scripts/bench-speed.sh for the README's comparison figure; the tests
+Used by scripts/bench-speed.sh for the comparison figure of docs/performance.md; the tests
 never need it. Setup (no dlib compile):
     python3 -m venv .venv-fr
     .venv-fr/bin/pip install dlib-bin numpy pillow click

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed figures of the README in one run (release build):
+# The speed figures of docs/performance.md in one run (release build):
 #   1. `facecompare bench`: per-image stage ms (decode/detect/embed/age) for the
 #      two phone photos as they are, re-encoded at 12 MP and at 0.4 MP; with and
 #      without the age pass;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Connection-flood probe (README "Connections").
+"""Connection-flood probe (docs/operations.md, "Connections").
 
 Opens N idle and N/2 slow-header connections against a running server, then
 times GET /healthz on a fresh connection and counts how many flood

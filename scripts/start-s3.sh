@@ -11,7 +11,8 @@
 #
 # Settings (environment): S3_PORT (default 9014), S3_BUCKET (default facecompare),
 # S3_ROOT (default a new temporary folder), S3S_FS_BIN (default s3s-fs on PATH,
-# then /work/tools-s3s/bin/s3s-fs). Install the server with
+# then the copy .ci/run installs under ${FACECOMPARE_CI_TOOLS:-~/.cache/facecompare-ci}).
+# Install the server with
 #   cargo install s3s-fs --version 0.14.1 --features binary --locked
 # The integration tests (tests/s3_inputs.rs) start their own instance.
 set -euo pipefail
@@ -23,7 +24,8 @@ access_key=${AWS_ACCESS_KEY_ID:-facecompare}
 secret_key=${AWS_SECRET_ACCESS_KEY:-facecompare-secret}
 
 bin=${S3S_FS_BIN:-$(command -v s3s-fs || true)}
-if [ -z "$bin" ] && [ -x /work/tools-s3s/bin/s3s-fs ]; then bin=/work/tools-s3s/bin/s3s-fs; fi
+ci_bin=${FACECOMPARE_CI_TOOLS:-$HOME/.cache/facecompare-ci}/s3s-fs-0.14.1/bin/s3s-fs
+if [ -z "$bin" ] && [ -x "$ci_bin" ]; then bin=$ci_bin; fi
 if [ -z "$bin" ]; then
   echo "start-s3: s3s-fs not found; install it: cargo install s3s-fs --version 0.14.1 --features binary --locked" >&2
   exit 1

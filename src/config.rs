@@ -1,8 +1,16 @@
-//! Configuration from the environment (SPEC §4). Every variable has a default
+//! Configuration from the environment. Every variable has a default
 //! so that `facecompare serve` runs with no configuration at all.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
+
+/// Whether `t` is a usable match threshold: 0 to 100 inclusive (not NaN).
+/// The one rule for the server default, organisations, the CLI and the
+/// Rekognition protocol's `SimilarityThreshold`; each names its own source
+/// in its message ("... must be between 0 and 100").
+pub fn valid_threshold(t: f64) -> bool {
+    (0.0..=100.0).contains(&t)
+}
 
 /// A per-organisation request budget: `per_window` requests per `window`,
 /// admitted as a burst of `per_window` and refilled at that rate.
@@ -47,6 +55,18 @@ impl RateLimit {
     }
 }
 
+/// Where the server signing key of AWS access-key secrets comes from
+/// (`accounts::SigningKeys` loads it).
+#[derive(Debug, Clone)]
+pub struct SigningKeySource {
+    /// The key itself (`FACECOMPARE_AWS_SIGNING_KEY`); wins over the file.
+    pub key: Option<String>,
+    /// `FACECOMPARE_AWS_SIGNING_KEY_FILE` (default `data/aws-signing.key`).
+    pub file: PathBuf,
+    /// `FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS`, during a rotation.
+    pub previous: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Config {
     pub bucket: String,
@@ -78,7 +98,7 @@ pub struct Config {
     pub default_org_tokens: i64,
     pub request_timeout: Duration,
     pub log_json: bool,
-    /// Connections (README "Connections"). None: sized to the descriptor limit.
+    /// Connections (docs/operations.md, "Connections"). None: sized to the descriptor limit.
     pub max_connections: Option<usize>,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -91,7 +111,173 @@ pub struct Config {
     /// Serve the try page (`GET /try`, `GET /`); `FACECOMPARE_TRY_PAGE=off` turns it off.
     pub try_page: bool,
     /// The server key AWS access-key secrets derive from (`accounts::aws_keys`).
-    pub aws_signing: crate::accounts::SigningKeySource,
+    pub aws_signing: SigningKeySource,
+}
+
+/// One environment variable the server reads.
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable [`Config::from_env`] and the process read, for
+/// `facecompare serve --help`. Tests check this list against the names
+/// `from_env` reads and against the table of `docs/configuration.md`.
+pub const VARIABLES: &[Variable] = &[
+    v(
+        "FACECOMPARE_LISTEN",
+        "127.0.0.1:8080",
+        "address:port to serve on (:0 picks a free port, printed on stdout)",
+    ),
+    v(
+        "FACECOMPARE_DATABASE_URL",
+        "unset: embedded default, sqlite://data/facecompare.db",
+        "sqlite://... or postgres://...",
+    ),
+    v(
+        "FACECOMPARE_THRESHOLD",
+        "80",
+        "default match threshold, 0-100",
+    ),
+    v(
+        "FACECOMPARE_TOKEN_COST",
+        "1",
+        "tokens per successful compare",
+    ),
+    v(
+        "FACECOMPARE_RATE_LIMIT",
+        "60/min",
+        "default per-organisation limit: N/s, N/min or N/h",
+    ),
+    v(
+        "FACECOMPARE_DEFAULT_ORG_TOKENS",
+        "1000",
+        "starting balance of the embedded default's `default` org",
+    ),
+    v(
+        "FACECOMPARE_S3_BUCKET",
+        "unset: S3 keys get 400 s3_not_configured",
+        "the bucket S3 keys refer to",
+    ),
+    v(
+        "FACECOMPARE_S3_ENDPOINT",
+        "AWS",
+        "custom S3 endpoint (MinIO, s3s, ...); path-style addressing then",
+    ),
+    v(
+        "FACECOMPARE_S3_CONNECT_TIMEOUT_MS",
+        "2000",
+        "S3 connect timeout",
+    ),
+    v(
+        "FACECOMPARE_S3_READ_TIMEOUT_MS",
+        "10000",
+        "S3 per-read timeout",
+    ),
+    v("FACECOMPARE_MODELS_DIR", "models", "model pack directory"),
+    v(
+        "FACECOMPARE_PACK",
+        "mobilefacenet",
+        "model pack (mobilefacenet, dlib)",
+    ),
+    v(
+        "FACECOMPARE_WORKERS",
+        "number of cores",
+        "inference worker threads",
+    ),
+    v(
+        "FACECOMPARE_INTRA_THREADS",
+        "1",
+        "ONNX Runtime threads per worker",
+    ),
+    v(
+        "FACECOMPARE_QUEUE_CAPACITY",
+        "64",
+        "images that may wait for a worker before 503 overloaded",
+    ),
+    v(
+        "FACECOMPARE_BODY_BUDGET_MB",
+        "128",
+        "request-body megabytes all compares may hold at once",
+    ),
+    v(
+        "FACECOMPARE_REQUEST_TIMEOUT_S",
+        "30",
+        "limit for reading, fetching and comparing one request",
+    ),
+    v(
+        "FACECOMPARE_MAX_CONNECTIONS",
+        "descriptor limit less a reserve",
+        "connections held at once",
+    ),
+    v(
+        "FACECOMPARE_HEADER_TIMEOUT_MS",
+        "10000",
+        "time to send a request head",
+    ),
+    v(
+        "FACECOMPARE_IDLE_TIMEOUT_MS",
+        "75000",
+        "idle keep-alive connections are closed after this",
+    ),
+    v(
+        "FACECOMPARE_METRICS_TOKEN",
+        "unset: no token",
+        "/metrics requires Authorization: Bearer <token> (16+ characters)",
+    ),
+    v(
+        "FACECOMPARE_METRICS_LISTEN",
+        "unset: on the main port",
+        "serve /metrics only on this address:port",
+    ),
+    v(
+        "FACECOMPARE_TRY_PAGE",
+        "on",
+        "off removes the try page (/try) and the landing page (GET /)",
+    ),
+    v(
+        "FACECOMPARE_AWS_SIGNING_KEY",
+        "unset: the key file",
+        "server key AWS secret access keys derive from (32+ characters)",
+    ),
+    v(
+        "FACECOMPARE_AWS_SIGNING_KEY_FILE",
+        "data/aws-signing.key",
+        "file holding that key; the first `key create --aws` generates it",
+    ),
+    v(
+        "FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS",
+        "unset",
+        "the previous signing key during a rotation",
+    ),
+    v("FACECOMPARE_LOG_FORMAT", "text", "json for JSON log lines"),
+    v("RUST_LOG", "info", "log filter"),
+    v(
+        "ORT_DYLIB_PATH",
+        "./.ort/ or lib/ beside the binary",
+        "ONNX Runtime shared library",
+    ),
+];
+
+const fn v(name: &'static str, default: &'static str, meaning: &'static str) -> Variable {
+    Variable {
+        name,
+        default,
+        meaning,
+    }
+}
+
+/// [`VARIABLES`] as `serve --help` prints them.
+pub fn variables_help() -> String {
+    let mut out = String::from("Environment (every variable has a default):\n");
+    for v in VARIABLES {
+        out.push_str(&format!(
+            "  {}\n      {} [default: {}]\n",
+            v.name, v.meaning, v.default
+        ));
+    }
+    out
 }
 
 fn var(name: &str) -> Option<String> {
@@ -132,7 +318,7 @@ impl Config {
             None => ("sqlite://data/facecompare.db?mode=rwc".to_string(), true),
         };
         let threshold: f64 = parse_var("FACECOMPARE_THRESHOLD", 80.0)?;
-        if !(0.0..=100.0).contains(&threshold) {
+        if !valid_threshold(threshold) {
             bail!("FACECOMPARE_THRESHOLD={threshold}: must be between 0 and 100");
         }
         let token_cost: i64 = parse_var("FACECOMPARE_TOKEN_COST", 1)?;
@@ -191,7 +377,7 @@ impl Config {
                 parse_var("FACECOMPARE_IDLE_TIMEOUT_MS", 75_000u64)?.max(1),
             ),
             body_budget_bytes: parse_var("FACECOMPARE_BODY_BUDGET_MB", 128u64)? << 20,
-            aws_signing: crate::accounts::SigningKeySource {
+            aws_signing: SigningKeySource {
                 key: var("FACECOMPARE_AWS_SIGNING_KEY"),
                 file: PathBuf::from(
                     var("FACECOMPARE_AWS_SIGNING_KEY_FILE")
@@ -222,6 +408,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thresholds_are_0_to_100() {
+        for ok in [0.0, 80.0, 100.0] {
+            assert!(valid_threshold(ok), "{ok}");
+        }
+        for bad in [-0.01, 100.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!valid_threshold(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_switches() {
         // Process-wide environment: a variable no other test reads.
         let name = "FACECOMPARE_TEST_SWITCH_ONLY_HERE";
@@ -240,6 +436,63 @@ mod tests {
         unsafe { std::env::set_var(name, "maybe") };
         assert!(switch(name, true).is_err());
         unsafe { std::env::remove_var(name) };
+    }
+
+    /// Names in backticks in the first cell of each row of a Markdown table.
+    fn table_names(page: &str) -> std::collections::BTreeSet<String> {
+        page.lines()
+            .filter(|l| l.starts_with("| `"))
+            .flat_map(|l| {
+                let cell = l.split('|').nth(1).unwrap_or("");
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn variables_list_what_from_env_reads_and_the_docs_table() {
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.name.to_string()).collect();
+        assert_eq!(listed.len(), VARIABLES.len(), "a variable is listed twice");
+
+        // The FACECOMPARE_ names that `from_env` reads.
+        let source = include_str!("config.rs");
+        let body = source
+            .split("pub fn from_env()")
+            .nth(1)
+            .and_then(|s| s.split("#[cfg(test)]").next())
+            .expect("from_env in config.rs");
+        let read: std::collections::BTreeSet<String> = body
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.starts_with("FACECOMPARE_")
+                    && s.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .map(str::to_string)
+            .collect();
+        let listed_facecompare: std::collections::BTreeSet<String> = listed
+            .iter()
+            .filter(|n| n.starts_with("FACECOMPARE_"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            read, listed_facecompare,
+            "config::VARIABLES vs Config::from_env"
+        );
+
+        let documented = table_names(include_str!("../docs/configuration.md"));
+        assert_eq!(
+            documented, listed,
+            "docs/configuration.md vs config::VARIABLES"
+        );
+        assert!(variables_help().contains("FACECOMPARE_TRY_PAGE"));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Every error code of the native API (`{"error": CODE, ...}`) and its HTTP
-//! status, in one place. The code sites use these constants; the test below
-//! checks that README's "Errors" table and `src/http/openapi.json` list
+//! Every error kind of the native API (`{"error": CODE, ...}`) with its code
+//! and HTTP status, in one place: call sites name a kind (`RATE_LIMITED`),
+//! never a status, and `http::error::ApiError::new` takes the status from the
+//! kind. The test below
+//! checks that the table of `docs/errors.md` and `src/http/openapi.json` list
 //! exactly these codes with these statuses. (The Rekognition protocol has its
 //! own AWS error types: `http::rekognition::errors`.)
 
-/// One error code and the status it is always sent with.
+/// One error kind: its code and the status it is always sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode {
     pub status: u16,
@@ -16,11 +18,10 @@ pub struct ErrorCode {
 
 macro_rules! codes {
     ($($name:ident = $status:literal $code:literal $route:literal;)*) => {
-        $(pub const $name: &str = $code;)*
-        /// All codes, in README order.
-        pub const ALL: &[ErrorCode] = &[
-            $(ErrorCode { status: $status, code: $code, compare_route: $route },)*
-        ];
+        $(pub const $name: ErrorCode =
+            ErrorCode { status: $status, code: $code, compare_route: $route };)*
+        /// All kinds, in the order of docs/errors.md.
+        pub const ALL: &[ErrorCode] = &[$($name,)*];
     };
 }
 
@@ -57,6 +58,14 @@ codes! {
     REQUEST_TIMEOUT = 503 "request_timeout" true;
 }
 
+impl ErrorCode {
+    /// The status as the HTTP types spell it (every catalogue status is valid,
+    /// 499 included).
+    pub fn http_status(self) -> http::StatusCode {
+        http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
 /// The status a code is sent with.
 pub fn status_of(code: &str) -> Option<u16> {
     ALL.iter().find(|c| c.code == code).map(|c| c.status)
@@ -86,14 +95,14 @@ mod tests {
             .collect()
     }
 
-    /// README "## Errors" rows: `| 400 | `code` | ...` and `| 404 / 405 | `a` / `b` | ...`.
-    fn readme_pairs() -> Pairs {
-        let readme = include_str!("../README.md");
-        let section = readme
-            .split("\n## Errors\n")
+    /// docs/errors.md table rows: `| 400 | `code` | ...` and `| 404 / 405 | `a` / `b` | ...`.
+    fn documented_pairs() -> Pairs {
+        let page = include_str!("../docs/errors.md");
+        let section = page
+            .split("\n| status |")
             .nth(1)
-            .expect("README has an Errors section");
-        let section = section.split("\n## ").next().unwrap_or(section);
+            .expect("docs/errors.md has the error table");
+        let section = section.split("\n\n").next().unwrap_or(section);
         let mut pairs = Pairs::new();
         for line in section.lines().filter(|l| l.starts_with("| ")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -133,11 +142,11 @@ mod tests {
     }
 
     #[test]
-    fn readme_table_lists_exactly_the_catalogue() {
-        let documented = readme_pairs();
-        // 499 is never received by a client, so the README leaves it out.
+    fn errors_page_lists_exactly_the_catalogue() {
+        let documented = documented_pairs();
+        // 499 is never received by a client, so the page leaves it out.
         let mut expected = catalogue(false);
-        expected.remove(&(499, CLIENT_CLOSED_REQUEST.to_string()));
+        expected.remove(&(499, CLIENT_CLOSED_REQUEST.code.to_string()));
         assert_eq!(documented, expected);
     }
 
@@ -150,6 +159,9 @@ mod tests {
     fn codes_are_unique() {
         let codes: BTreeSet<_> = ALL.iter().map(|c| c.code).collect();
         assert_eq!(codes.len(), ALL.len());
-        assert_eq!(status_of(RATE_LIMITED), Some(429));
+        assert_eq!(status_of(RATE_LIMITED.code), Some(429));
+        for kind in ALL {
+            assert_eq!(kind.http_status().as_u16(), kind.status, "{}", kind.code);
+        }
     }
 }

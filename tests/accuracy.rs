@@ -23,8 +23,11 @@ fn eval_dir() -> Option<PathBuf> {
 /// current calibration does on the pairs, plus a refit it only prints.
 fn calibrate(csv: &Path, pack: &str) -> serde_json::Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ort = std::env::var_os("ORT_DYLIB_PATH")
-        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.32.0").into_os_string());
+    let ort = std::env::var_os("ORT_DYLIB_PATH").unwrap_or_else(|| {
+        root.join(".ort")
+            .join(facecompare::faces::runtime::ORT_LIB)
+            .into_os_string()
+    });
     let out = Command::new(env!("CARGO_BIN_EXE_facecompare"))
         .args(["calibrate", csv.to_str().unwrap(), "--pack", pack])
         .env("ORT_DYLIB_PATH", ort)

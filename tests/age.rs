@@ -34,7 +34,9 @@ fn pack(name: &str) -> Pack {
             unsafe {
                 std::env::set_var(
                     "ORT_DYLIB_PATH",
-                    root().join(".ort/libonnxruntime.so.1.32.0"),
+                    root()
+                        .join(".ort")
+                        .join(facecompare::faces::runtime::ORT_LIB),
                 )
             };
         }

@@ -36,7 +36,9 @@ fn setup() {
             unsafe {
                 std::env::set_var(
                     "ORT_DYLIB_PATH",
-                    root().join(".ort/libonnxruntime.so.1.32.0"),
+                    root()
+                        .join(".ort")
+                        .join(facecompare::faces::runtime::ORT_LIB),
                 )
             };
         }
@@ -344,9 +346,9 @@ async fn engine_names_the_side_of_a_bad_image() {
     let good = Bytes::from(fixture("obama.jpg"));
     let truncated = Bytes::from(fixture("obama2.jpg")[..2000].to_vec());
     match e.compare(good.clone(), truncated).await {
-        Err(facecompare::faces::FacesError::BadImage { side, code, .. }) => {
+        Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {
             assert_eq!(side, Side::Target);
-            assert_eq!(code, "image_decode_failed");
+            assert_eq!(kind.code, "image_decode_failed");
         }
         other => panic!("expected a bad target image, got {other:?}"),
     }
@@ -354,8 +356,11 @@ async fn engine_names_the_side_of_a_bad_image() {
         .compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good)
         .await
     {
-        Err(facecompare::faces::FacesError::BadImage { side, code, .. }) => {
-            assert_eq!((side, code), (Side::Source, "unsupported_image_format"));
+        Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {
+            assert_eq!(
+                (side, kind.code),
+                (Side::Source, "unsupported_image_format")
+            );
         }
         other => panic!("expected an unsupported source, got {other:?}"),
     }

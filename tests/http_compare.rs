@@ -2,25 +2,9 @@
 //! real binary, real database, real ONNX models, real face images.
 mod common;
 
-use common::{Backend, Input, b64, file, fixture, images, server, text};
-
-/// Runs each scenario once per backend (`<scenario>::sqlite`, `<scenario>::postgres`).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if super::common::postgres_or_skip() {
-                    super::$name(super::Backend::Postgres).await
-                }
-            }
-        }
-    )*};
-}
+use common::{
+    Backend, Input, b64, backends::on_both_backends, file, fixture, images, server, text,
+};
 
 on_both_backends!(
     same_person_matches_and_costs_one_token,

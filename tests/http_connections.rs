@@ -1,4 +1,4 @@
-//! Connection floods (README "Connections"): a server started with a low
+//! Connection floods (docs/operations.md, "Connections"): a server started with a low
 //! descriptor limit keeps answering `/healthz` and compares while thousands
 //! of idle and slow-header connections are opened against it; slow headers
 //! and silent connections are closed after the header timeout; SIGTERM with

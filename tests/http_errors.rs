@@ -1,4 +1,4 @@
-//! The SPEC error table over HTTP: every refusal has its status, a stable
+//! The error table (docs/errors.md) over HTTP: every refusal has its status, a stable
 //! code, a message naming the field, the request id, and costs nothing.
 mod common;
 

@@ -135,7 +135,9 @@ async fn failed_first_start_keeps_the_default_key_for_the_next() {
         .env("FACECOMPARE_MODELS_DIR", common::repo().join("models"))
         .env(
             "ORT_DYLIB_PATH",
-            dir.path().join("missing/libonnxruntime.so.1.32.0"),
+            dir.path()
+                .join("missing")
+                .join(facecompare::faces::runtime::ORT_LIB),
         )
         .output()
         .unwrap();

@@ -4,8 +4,6 @@
 //! PostgreSQL, plus `S3Object` inputs against a real S3 server (s3s-fs).
 mod common;
 
-use std::time::Duration;
-
 use aws_sdk_rekognition::{
     Client,
     config::{BehaviorVersion, Credentials, Region, retry::RetryConfig},
@@ -13,28 +11,13 @@ use aws_sdk_rekognition::{
     primitives::Blob,
     types::{Image, QualityFilter, S3Object},
 };
-use common::{Backend, Server, ServerOptions, TestOrg, cli_json, fixture, images, server};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if super::keys_can_be_issued() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if super::keys_can_be_issued() && super::common::postgres_or_skip() {
-                    super::$name(super::Backend::Postgres).await
-                }
-            }
-        }
-    )*};
-}
+use common::{
+    Backend, Server, ServerOptions, TestOrg, backends::on_both_backends, cli_json, fixture, images,
+    server,
+};
 
 on_both_backends!(
+    if keys_can_be_issued;
     same_person_is_a_face_match_and_costs_one_token,
     different_people_are_unmatched_faces,
     no_face_in_the_source_is_invalid_parameter_and_free,
@@ -328,12 +311,7 @@ async fn s3_objects_follow_the_ownership_rule() {
     if !common::own_servers_or_skip("the Rekognition S3 test") {
         return;
     }
-    let Some(bin) = std::env::var_os("S3S_FS_BIN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "S3S_FS_BIN is required in CI"
-        );
-        eprintln!("SKIPPED: S3S_FS_BIN not set");
+    let Some(bin) = common::s3::s3s_fs_or_skip() else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -346,27 +324,8 @@ async fn s3_objects_follow_the_ownership_rule() {
     let theirs = work.path().join("data/faces/orgs/someone-else");
     std::fs::create_dir_all(&theirs).unwrap();
     std::fs::write(theirs.join("b.jpg"), fixture("obama2.jpg")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut store = std::process::Command::new(&bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", "rk-test", "--secret-key", "rk-test-secret"])
-        .arg(work.path().join("data"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("s3s-fs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let store = common::s3::S3sFs::start(&bin, work.path(), "rk-test", "rk-test-secret").await;
+    let port = store.addr.port();
 
     let db = common::fresh_database(Backend::Sqlite, "rekognition-s3");
     let owned = common::spawn_server(
@@ -421,8 +380,7 @@ async fn s3_objects_follow_the_ownership_rule() {
     }
     assert_eq!(s.balance(&org).await, 9);
     drop(owned);
-    let _ = store.kill();
-    let _ = store.wait();
+    drop(store);
 }
 
 /// A request signed here (with the server's own SigV4 functions, which the

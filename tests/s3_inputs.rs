@@ -3,7 +3,7 @@
 //! real PostgreSQL.
 //!
 //! Each test starts its own stack: s3s-fs on a free port (binary from
-//! `S3S_FS_BIN` or PATH) behind a small TCP proxy that records the requests
+//! `S3S_FS_BIN` or PATH; `common::s3`) behind a small TCP proxy that records the requests
 //! sent to the store (so "refused without downloading" is checked, not timed),
 //! and a server on a fresh PostgreSQL database with its S3 endpoint at the
 //! proxy. Organisations and keys come from the `facecompare` CLI.
@@ -19,8 +19,7 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -30,7 +29,9 @@ use std::{
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use common::{
-    Backend, OwnedServer, Server, ServerOptions, TestOrg, file, fixture, text, unique_name,
+    Backend, OwnedServer, Server, ServerOptions, TestOrg, file, fixture,
+    s3::{S3sFs, s3s_fs_or_skip},
+    text, unique_name,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -42,23 +43,6 @@ const SECRET_KEY: &str = "facecompare-test-secret";
 const LOCAL_BUCKET: &str = "faces";
 
 // ---------------------------------------------------------------- harness
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn s3s_fs_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("S3S_FS_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("s3s-fs"))
-        .find(|p| p.is_file())
-}
 
 /// A TCP proxy in front of the S3 store: the server's endpoint stays put while
 /// the store behind it is stopped and restarted, what the server sends to the
@@ -142,56 +126,6 @@ async fn pipe(
     let _ = to.shutdown().await;
 }
 
-/// s3s-fs serving `work/data` (a bucket is a folder under it), logging to `work/s3s-fs.log`.
-struct S3sFs {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl S3sFs {
-    async fn start(bin: &Path, work: &Path) -> Self {
-        let port = free_port();
-        let root = work.join("data");
-        std::fs::create_dir_all(&root).unwrap();
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(work.join("s3s-fs.log"))
-            .unwrap();
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&root)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                s.child.try_wait().unwrap().is_none(),
-                "s3s-fs exited at start"
-            );
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {addr}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for S3sFs {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// The S3 side of a self-started stack (absent against a running compose stack).
 struct LocalS3 {
     s3s_bin: PathBuf,
@@ -252,18 +186,9 @@ impl Stack {
                 local: None,
             });
         }
-        let Some(s3s_bin) = s3s_fs_bin() else {
-            let what = "s3s-fs not found (set S3S_FS_BIN or put it on PATH: \
-                        cargo install s3s-fs --version 0.14.1 --features binary --locked)";
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{what}; CI is set, so this fails instead of skipping"
-            );
-            eprintln!("SKIPPED: {what}");
-            return None;
-        };
+        let s3s_bin = s3s_fs_or_skip()?;
         let work = tempfile::tempdir().unwrap();
-        let store = S3sFs::start(&s3s_bin, work.path()).await;
+        let store = S3sFs::start(&s3s_bin, work.path(), ACCESS_KEY, SECRET_KEY).await;
         let proxy = Proxy::start(store.addr).await;
         let s3 = s3_client(&format!("http://{}", store.addr), ACCESS_KEY, SECRET_KEY);
         s3.create_bucket()
@@ -577,7 +502,7 @@ async fn store_outage_is_a_quick_503_and_recovers() {
     );
 
     let local = stack.local.as_mut().unwrap();
-    local.store = S3sFs::start(&local.s3s_bin, local.work.path()).await;
+    local.store = S3sFs::start(&local.s3s_bin, local.work.path(), ACCESS_KEY, SECRET_KEY).await;
     *local.proxy.upstream.lock().unwrap() = local.store.addr;
     stack.compare(&org, &key, &key).await.assert_compare_ok();
     assert_eq!(stack.balance(&org).await, before - 1);

@@ -12,10 +12,7 @@
 //! Rotation: set the old key as `FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS` and a
 //! new one as the key; secrets derived from either verify, new ones come from
 //! the new key. Remove the previous key once its keys have been reissued.
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::{io::Write as _, path::Path};
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -23,21 +20,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{Accounts, AccountsError, KeyInfo, Org, keys::KeyTable, now_ms};
+use crate::config::SigningKeySource;
 
 const ID_PREFIX: &str = "FCAK";
 /// Shortest accepted server signing key, in characters (the generated one is 32 random bytes as 64 hex digits).
 const MIN_SIGNING_KEY_LEN: usize = 32;
-
-/// Where the server signing key comes from (see `Config`).
-#[derive(Debug, Clone)]
-pub struct SigningKeySource {
-    /// The key itself (`FACECOMPARE_AWS_SIGNING_KEY`); wins over the file.
-    pub key: Option<String>,
-    /// `FACECOMPARE_AWS_SIGNING_KEY_FILE` (default `data/aws-signing.key`).
-    pub file: PathBuf,
-    /// `FACECOMPARE_AWS_SIGNING_KEY_PREVIOUS`, during a rotation.
-    pub previous: Option<String>,
-}
 
 /// The server signing keys: secrets derive from `current`; `previous` still verifies.
 #[derive(Clone)]

@@ -129,7 +129,7 @@ mod orgs;
 mod rate_limit;
 mod transient;
 
-pub use aws_keys::{SigningKeySource, SigningKeys};
+pub use aws_keys::SigningKeys;
 pub use db::Backend;
 pub use idempotency::IDEMPOTENCY_LEASE_MARGIN;
 

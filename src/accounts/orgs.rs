@@ -65,9 +65,9 @@ pub(super) fn validate_s3_prefix(prefix: &str) -> Result<(), AccountsError> {
 
 pub(super) fn validate_threshold(threshold: Option<f64>) -> Result<(), AccountsError> {
     match threshold {
-        Some(t) if !(t.is_finite() && (0.0..=100.0).contains(&t)) => Err(AccountsError::Invalid(
-            format!("threshold {t}: must be between 0 and 100"),
-        )),
+        Some(t) if !crate::config::valid_threshold(t) => Err(AccountsError::Invalid(format!(
+            "threshold {t}: must be between 0 and 100"
+        ))),
         _ => Ok(()),
     }
 }

@@ -45,7 +45,7 @@ fn analyze_file(models: &mut Models, path: &Path, max_faces: usize) -> anyhow::R
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let (config, pack) = load_pack(&args.pack)?;
     let threshold = args.threshold.unwrap_or(config.threshold);
-    if !(0.0..=100.0).contains(&threshold) {
+    if !crate::config::valid_threshold(threshold) {
         bail!("--threshold {threshold}: must be between 0 and 100");
     }
     let mut models = Models::new(&pack, config.intra_threads)?;
@@ -289,19 +289,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
 }
 
 fn reencode(path: &Path, megapixels: f64) -> anyhow::Result<Vec<u8>> {
-    let img = image::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .to_rgb8();
-    let scale = (megapixels * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
-    let (w, h) = (
-        (img.width() as f64 * scale).round() as u32,
-        (img.height() as f64 * scale).round() as u32,
-    );
-    let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 90)
-        .encode_image(&resized)?;
-    Ok(out)
+    let img = image::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(crate::faces::reencode::scaled_jpeg(&img, megapixels)?)
 }
 
 fn median_ms(mut v: Vec<Duration>) -> f64 {

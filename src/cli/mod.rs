@@ -1,4 +1,4 @@
-//! The `facecompare` command line (SPEC §4): `serve`, `migrate`, the operator
+//! The `facecompare` command line (docs/operations.md): `serve`, `migrate`, the operator
 //! commands for organisations, keys and tokens, and the local face tools.
 use std::{path::PathBuf, process::ExitCode};
 
@@ -21,6 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
+    #[command(after_help = crate::config::variables_help())]
     Serve,
     /// Apply database migrations.
     Migrate,

@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
+pub mod reencode;
 pub mod report;
 pub mod runtime;
 
@@ -149,12 +150,12 @@ impl StageTimings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FacesError {
-    /// The bytes are not an image we can use: `code` is the stable API error code
-    /// (`unsupported_image_format`, `image_decode_failed`, `image_dimensions_too_large`).
+    /// The bytes are not an image we can use: `kind` is the API's error kind
+    /// (`unsupported_image_format`, `image_decode_failed`, `image_dimensions_too_large`, ...).
     #[error("{}: {message}", side.field())]
     BadImage {
         side: Side,
-        code: &'static str,
+        kind: crate::error_codes::ErrorCode,
         message: String,
     },
     /// The inference queue is full: the client may retry.
@@ -207,7 +208,7 @@ impl Engine {
             Ok(a) => Ok((a, queued)),
             Err(AnalyzeError::Decode(e)) => Err(FacesError::BadImage {
                 side,
-                code: e.code(),
+                kind: e.kind(),
                 message: e.to_string(),
             }),
             Err(AnalyzeError::Engine(e)) => Err(FacesError::Internal(format!("{e:#}"))),

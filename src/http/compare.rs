@@ -58,7 +58,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let bad = || {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
             error_codes::INVALID_IDEMPOTENCY_KEY,
             "Idempotency-Key: must be 1 to 255 visible ASCII characters",
         )
@@ -77,7 +76,7 @@ async fn process(
     body: &mut Option<Body>,
     client_gone: &mut oneshot::Receiver<()>,
 ) -> Result<Response, ApiError> {
-    let deadline = operation::deadline(state);
+    let deadline = state.deadline();
     let idem_key = idempotency_key(headers)?;
     let admitted = exchange::admit_body(state, headers, body, MAX_BODY_BYTES)?;
     // Held until the compare ends: the images live as long as it does.
@@ -99,7 +98,7 @@ async fn process(
         serde_json::to_string(&comparison.response(threshold))
             .map_err(|e| CompareError::Internal(e.to_string()))
     };
-    match operation::compare(state, org, request, client_gone, render).await {
+    match operation::compare(&state.app, org, request, client_gone, render).await {
         Ok(Outcome::Done { body, .. }) => Ok(json_response(StatusCode::OK, body)),
         Ok(Outcome::Replay { status, body }) => Ok(replay(status, body)),
         Err(e) => Err(api_error(e)),
@@ -114,19 +113,16 @@ fn api_error(e: CompareError) -> ApiError {
         CompareError::Accounts(e) => e.into(),
         CompareError::InsufficientBalance { balance, cost } => insufficient(balance, cost),
         CompareError::IdempotencyMismatch => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
             error_codes::IDEMPOTENCY_KEY_MISMATCH,
             "Idempotency-Key: already used with other source/target inputs; use a new key",
         ),
         CompareError::IdempotencyInProgress => ApiError::new(
-            StatusCode::CONFLICT,
             error_codes::IDEMPOTENCY_IN_PROGRESS,
             "Idempotency-Key: a request with this key is still running; retry shortly",
         )
-        .with_header(header::RETRY_AFTER, 1),
+        .retry_after(1),
         CompareError::TimedOut => ApiError::timed_out(),
         CompareError::ClientGone => ApiError::new(
-            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             error_codes::CLIENT_CLOSED_REQUEST,
             "the client closed the connection before the answer; nothing was charged",
         ),

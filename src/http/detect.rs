@@ -107,9 +107,9 @@ fn image_error(e: FacesError) -> ApiError {
     match e {
         FacesError::BadImage {
             side,
-            code,
+            kind,
             message,
-        } => ApiError::bad_image(IMAGE_FIELD, side.field(), code, &message),
+        } => ApiError::bad_image(IMAGE_FIELD, side.field(), kind, &message),
         other => other.into(),
     }
 }
@@ -142,7 +142,8 @@ mod tests {
 
     #[test]
     fn openapi_describes_the_endpoint_as_served() {
-        let v: serde_json::Value = serde_json::from_str(super::super::ops::OPENAPI_JSON).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(super::super::health_metrics::OPENAPI_JSON).unwrap();
         let op = &v["paths"]["/v1/face/detect"]["post"];
         for status in ["200", "400", "401", "429", "500", "503"] {
             assert!(op["responses"][status].is_object(), "{status} undocumented");
@@ -174,7 +175,7 @@ mod tests {
         for message in ["source: not a JPEG", "not a JPEG"] {
             let e = image_error(FacesError::BadImage {
                 side: Side::Source,
-                code: "image_decode_failed",
+                kind: crate::error_codes::IMAGE_DECODE_FAILED,
                 message: message.into(),
             });
             assert_eq!(e.message, "image: not a JPEG");

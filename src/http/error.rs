@@ -1,10 +1,11 @@
 //! The one error type of the API: a status, a stable machine code, a message
 //! naming the offending field, and the request id, as
-//! `{"error": code, "message": "...", "requestId": "..."}`.
+//! `{"error": code, "message": "...", "requestId": "..."}`. Code and status
+//! come together from an error kind of the catalogue (`error_codes`).
 //!
 //! Internal failures are logged here with their detail and answered with a
 //! generic 500: no stack trace, SQL or file path ever reaches a client.
-use crate::error_codes;
+use crate::error_codes::{self, ErrorCode};
 use axum::{
     Json,
     response::{IntoResponse, Response},
@@ -28,6 +29,7 @@ pub fn current_request_id() -> String {
 
 #[derive(Debug)]
 pub struct ApiError {
+    /// The kind's status (`ApiError::new`).
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -36,13 +38,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
+            status: kind.http_status(),
+            code: kind.code,
             message: message.into(),
             headers: Vec::new(),
         }
+    }
+
+    /// `Retry-After`: the client may come back after `secs` seconds.
+    pub fn retry_after(self, secs: u64) -> Self {
+        self.with_header(http::header::RETRY_AFTER, secs)
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
@@ -55,88 +62,69 @@ impl ApiError {
     /// 400 for an image the engine could not use, named by the request
     /// field that carried it. The engine's message may already start with its
     /// own side's name (`engine_field`): that prefix is replaced, not doubled.
-    pub fn bad_image(field: &str, engine_field: &str, code: &'static str, message: &str) -> Self {
+    pub fn bad_image(field: &str, engine_field: &str, kind: ErrorCode, message: &str) -> Self {
         let message = message
             .strip_prefix(&format!("{engine_field}:"))
             .map_or(message, str::trim_start);
-        Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {message}"))
+        Self::new(kind, format!("{field}: {message}"))
     }
 
     /// 500: logs `detail` (never sent) and answers a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
             error_codes::INTERNAL_ERROR,
             "unexpected server error; it is safe to retry with backoff",
         )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, error_codes::UNAUTHORIZED, message)
+        Self::new(error_codes::UNAUTHORIZED, message)
     }
 
     pub fn insufficient_balance(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PAYMENT_REQUIRED,
-            error_codes::INSUFFICIENT_BALANCE,
-            message,
-        )
+        Self::new(error_codes::INSUFFICIENT_BALANCE, message)
     }
 
     pub fn rate_limited(limit_text: &str, retry_after_secs: u64) -> Self {
         let secs = retry_after_secs.max(1);
         Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
             error_codes::RATE_LIMITED,
             format!("rate limit of {limit_text} exceeded; retry in {secs} s"),
         )
-        .with_header(http::header::RETRY_AFTER, secs)
+        .retry_after(secs)
     }
 
-    /// 503 with `Retry-After`: the client should come back shortly.
-    pub fn unavailable(
-        code: &'static str,
-        message: impl Into<String>,
-        retry_after_secs: u64,
-    ) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-            .with_header(http::header::RETRY_AFTER, retry_after_secs)
-    }
-
-    /// 503: the request passed its deadline (`FACECOMPARE_REQUEST_TIMEOUT_S`); nothing was charged.
+    /// The request passed its deadline (`FACECOMPARE_REQUEST_TIMEOUT_S`); nothing was charged.
     pub fn timed_out() -> Self {
-        Self::unavailable(
+        Self::new(
             error_codes::REQUEST_TIMEOUT,
             "the request took too long; retry later",
-            1,
         )
+        .retry_after(1)
     }
 
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            error_codes::NOT_FOUND,
-            "no such route; see /openapi.json",
-        )
+        Self::new(error_codes::NOT_FOUND, "no such route; see /openapi.json")
     }
 
     pub fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
             error_codes::METHOD_NOT_ALLOWED,
             "method not allowed on this route",
         )
     }
 }
 
+/// Seconds a client should wait after `s3_unavailable`.
+pub const S3_RETRY_AFTER_SECS: u64 = 2;
+
 impl From<InputError> for ApiError {
     fn from(e: InputError) -> Self {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            Self::unavailable(e.code(), e.to_string(), 2)
-        } else {
-            Self::new(status, e.code(), e.to_string())
+        let error = Self::new(e.kind(), e.to_string());
+        match e {
+            InputError::S3Unavailable { .. } => error.retry_after(S3_RETRY_AFTER_SECS),
+            _ => error,
         }
     }
 }
@@ -146,14 +134,14 @@ impl From<FacesError> for ApiError {
         match e {
             FacesError::BadImage {
                 side,
-                code,
+                kind,
                 message,
-            } => Self::bad_image(side.field(), side.field(), code, &message),
-            FacesError::Overloaded => Self::unavailable(
+            } => Self::bad_image(side.field(), side.field(), kind, &message),
+            FacesError::Overloaded => Self::new(
                 error_codes::OVERLOADED,
                 "the server is busy comparing faces; retry shortly",
-                1,
-            ),
+            )
+            .retry_after(1),
             FacesError::Internal(detail) => Self::internal(format!("face engine: {detail}")),
         }
     }
@@ -168,11 +156,11 @@ impl From<AccountsError> for ApiError {
         if e.is_transient() {
             // An outage is expected and retryable, not a bug: 503, logged as a warning.
             tracing::warn!(error = %e, "database unavailable");
-            return Self::unavailable(
+            return Self::new(
                 error_codes::DATABASE_UNAVAILABLE,
                 "the database is unavailable; nothing was charged, retry shortly",
-                DATABASE_RETRY_AFTER_SECS,
-            );
+            )
+            .retry_after(DATABASE_RETRY_AFTER_SECS);
         }
         Self::internal(format!("accounts: {e}"))
     }
@@ -235,7 +223,7 @@ mod tests {
     async fn maps_engine_and_retryable_errors() {
         let e = ApiError::from(FacesError::BadImage {
             side: Side::Target,
-            code: "image_decode_failed",
+            kind: error_codes::IMAGE_DECODE_FAILED,
             message: "truncated JPEG".into(),
         });
         assert_eq!(

@@ -1,4 +1,5 @@
-//! HTTP layer: router, errors, auth, the compare endpoint, operations routes.
+//! HTTP layer: router, errors, auth, the API routes, the health and metrics
+//! routes and the accept loop, over the application core ([`crate::app`]).
 //!
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`exchange`]: what every API route does around its work (own task, draining, org tag).
@@ -7,8 +8,8 @@
 //! - [`detect`]: `POST /v1/face/detect` (face boxes of one image, uncharged).
 //! - [`try_page`]: `GET /try` and `GET /` (the browser page; can be turned off).
 //! - [`rekognition`]: `POST /`, the AWS Rekognition `CompareFaces` protocol.
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
-//! - [`server`]: the accept loop (connection cap, timeouts, graceful shutdown).
+//! - [`health_metrics`]: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! - [`accept`]: the accept loop (connection cap, timeouts, graceful shutdown).
 use std::{
     io::Write as _,
     sync::Arc,
@@ -27,37 +28,42 @@ use http::HeaderValue;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
-use crate::{
-    accounts::Accounts,
-    config::Config,
-    faces::{Engine, EngineConfig},
-    inputs::s3::S3Store,
-    telemetry::{self, Metrics},
-};
+use crate::{app::App, config::Config, telemetry};
 
+pub mod accept;
 pub mod auth;
 pub mod body_budget;
 pub mod compare;
 pub mod detect;
 pub mod error;
 pub mod exchange;
-pub mod ops;
+pub mod health_metrics;
 pub mod rekognition;
-pub mod server;
 pub mod try_page;
 
 use error::{ApiError, REQUEST_ID};
 
-/// Everything a handler needs; shared behind an `Arc`.
+/// Everything a handler needs, shared behind an `Arc`: the application core
+/// (reached through `Deref`, so `state.config`, `state.accounts`, ... read
+/// the core's) and what only HTTP has, the budget of request bodies held.
 pub struct AppState {
-    pub config: Config,
-    pub accounts: Accounts,
-    pub engine: Engine,
-    pub s3: Option<S3Store>,
-    pub metrics: Metrics,
+    pub app: App,
     pub body_budget: body_budget::BodyBudget,
-    /// The AWS signing keys, once loaded (`rekognition::signing_keys`).
-    pub aws_signing: std::sync::OnceLock<crate::accounts::SigningKeys>,
+}
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        let body_budget = body_budget::BodyBudget::new(app.config.body_budget_bytes);
+        Self { app, body_budget }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 /// The organisation a response was for (a response extension, for the access log).
@@ -82,11 +88,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/face/detect", post(detect::detect))
         // The AWS Rekognition JSON protocol; it dispatches on X-Amz-Target.
         .route("/", post(rekognition::handle))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/healthz", get(health_metrics::healthz))
+        .route("/readyz", get(health_metrics::readyz))
+        .route("/openapi.json", get(health_metrics::openapi));
     if metrics_on_api_port(&state.config) {
-        routes = routes.route("/metrics", get(ops::metrics));
+        routes = routes.route("/metrics", get(health_metrics::metrics));
     }
     if state.config.try_page {
         routes = routes.merge(try_page::routes());
@@ -104,7 +110,10 @@ pub fn metrics_on_api_port(config: &Config) -> bool {
 
 /// `/metrics` alone, for `FACECOMPARE_METRICS_LISTEN`.
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    with_layers(Router::new().route("/metrics", get(ops::metrics)), state)
+    with_layers(
+        Router::new().route("/metrics", get(health_metrics::metrics)),
+        state,
+    )
 }
 
 fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
@@ -176,40 +185,22 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     response
 }
 
-/// `facecompare serve`: connect and migrate the database, bootstrap the
-/// embedded default org, load the models, bind, serve until SIGTERM/SIGINT,
-/// then drain in-flight requests.
+/// `facecompare serve`: load the core ([`App`]), bind, open the database
+/// (migrations, the embedded default org), serve until SIGTERM/SIGINT, then
+/// drain in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::memory::tune_allocator();
     telemetry::init(&config);
     // Models, S3 settings and the port first: a server that cannot start
     // must fail before the embedded default prints its one-time key.
-    let engine_config = EngineConfig::from_config(&config);
-    let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
-        .await
-        .context("starting the face engine")?
-        .context("loading the face models")?;
-    let s3 = config
-        .s3
-        .as_ref()
-        .map(S3Store::connect)
-        .transpose()
-        .context("S3 configuration")?;
+    let loaded = App::load(config).await?;
+    let config = loaded.config();
 
-    // A configured key that cannot be used fails the start; a key file that
-    // does not exist yet is looked for again on the first signed request.
-    let aws_signing = std::sync::OnceLock::new();
-    if let Some(keys) = crate::accounts::SigningKeys::load(&config.aws_signing, false)
-        .context("FACECOMPARE_AWS_SIGNING_KEY(_FILE)")?
-    {
-        let _ = aws_signing.set(keys);
-    }
-
-    let fd_limit = server::raise_fd_limit();
-    let limits = server::ConnLimits {
+    let fd_limit = accept::raise_fd_limit();
+    let limits = accept::ConnLimits {
         max_connections: config
             .max_connections
-            .unwrap_or_else(|| server::default_max_connections(fd_limit)),
+            .unwrap_or_else(|| accept::default_max_connections(fd_limit)),
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
     };
@@ -224,60 +215,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let accounts = Accounts::connect(&config.database_url)
-        .await
-        .context("connecting to the database")?;
-    accounts
-        .migrate()
-        .await
-        .context("applying database migrations")?;
-    if aws_signing.get().is_none() {
-        // Generated now (in the data directory, a volume in compose) so that
-        // every process that shares the directory derives the same secrets.
-        match accounts.signing_keys_or_generate(&config.aws_signing).await {
-            Ok(keys) => {
-                tracing::info!(file = %config.aws_signing.file.display(), "AWS signing key ready");
-                let _ = aws_signing.set(keys);
-            }
-            Err(e) => tracing::error!(
-                error = %format!("{e:#}"),
-                "no AWS signing key: Rekognition requests are refused until one is configured"
-            ),
-        }
-    }
-    if config.embedded_default
-        && let Some(created) = accounts
-            .ensure_default_org(config.default_org_tokens, config.rate_limit)
-            .await
-            .context("creating the default organisation")?
-    {
-        // Printed once, on stdout only: logs never carry keys.
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "\n================================================================\n\
-             Created organisation `default` with {} tokens.\n\
-             Its API key (shown only this once; store it now):\n\n    {}\n\n\
-             Use it as:  curl -H 'x-api-key: {}' ...\n\
-             ================================================================\n",
-            config.default_org_tokens, created.key, created.key
-        )?;
-        out.flush()?;
-    }
+    let app = loaded.open().await?;
 
     let addr = listener.local_addr()?;
-    let drain_timeout = config.request_timeout + Duration::from_secs(5);
-    let body_budget = body_budget::BodyBudget::new(config.body_budget_bytes);
-    let state = Arc::new(AppState {
-        body_budget,
-        config,
-        accounts,
-        engine,
-        s3,
-        metrics: Metrics::new(),
-        aws_signing,
-    });
-    let app = router(state.clone());
+    let drain_timeout = app.config.request_timeout + Duration::from_secs(5);
+    let state = Arc::new(AppState::new(app));
+    let routes = router(state.clone());
 
     let metrics_url = match &metrics_listener {
         Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
@@ -319,7 +262,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let metrics = metrics_listener.map(|l| {
-        tokio::spawn(server::run(
+        tokio::spawn(accept::run(
             l,
             metrics_router(state.clone()),
             limits,
@@ -327,7 +270,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             drain_timeout,
         ))
     });
-    let main = server::run(listener, app, limits, stopped(), drain_timeout);
+    let main = accept::run(listener, routes, limits, stopped(), drain_timeout);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

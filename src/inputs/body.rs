@@ -2,7 +2,7 @@
 //! — a compare's `source` and `target` ([`CompareInputs`]), or the one image
 //! of [`super::single`] — enforcing size limits while streaming.
 //!
-//! Decisions (README "Inputs"):
+//! Decisions (docs/api.md, "Inputs"):
 //! - Fields other than `source` and `target` are ignored (forward
 //!   compatibility with clients that send extra metadata); a missing field's
 //!   message lists the names that were sent, so a typo is easy to spot.
@@ -22,9 +22,9 @@ use futures_util::StreamExt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{
-    CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_TEXT_BYTES, sniff,
-    text,
+    CompareInputs, ImageInput, InputError, MAX_BODY_BYTES, MAX_IMAGE_BYTES, MAX_TEXT_BYTES, text,
 };
+use crate::image_format;
 
 /// Strings above this size are decoded on the blocking pool, off the async workers.
 const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
@@ -378,9 +378,9 @@ async fn read_part(
     let multer_error = |e| map_multer(e, body_limit);
     let mut buf = BytesMut::new();
     while let Some(chunk) = part.chunk().await.map_err(multer_error)? {
-        let mut head: Vec<u8> = buf.iter().take(sniff::SNIFF_LEN).copied().collect();
-        head.extend(chunk.iter().take(sniff::SNIFF_LEN - head.len()));
-        let limit = if sniff::sniff(&head).is_some() {
+        let mut head: Vec<u8> = buf.iter().take(image_format::SNIFF_LEN).copied().collect();
+        head.extend(chunk.iter().take(image_format::SNIFF_LEN - head.len()));
+        let limit = if image_format::sniff(&head).is_some() {
             MAX_IMAGE_BYTES
         } else {
             MAX_TEXT_BYTES
@@ -413,7 +413,7 @@ async fn classify_part(
             field: field.into(),
         });
     }
-    if let Some(format) = sniff::sniff(&data) {
+    if let Some(format) = image_format::sniff(&data) {
         if !format.is_supported() {
             return Err(InputError::UnsupportedImageFormat {
                 field: field.into(),

@@ -4,16 +4,19 @@
 //! - [`body`]: reads the body (content type, streaming size limits, duplicate fields).
 //! - [`single`]: the same rules for a body with one image (`POST /v1/face/detect`).
 //! - [`text`]: classifies a string (data URI, base64, base64url, S3 key).
-//! - [`sniff`]: recognises image formats from their magic bytes.
 //! - [`s3`]: fetches S3 references (owned by the S3 work).
-use crate::error_codes;
+//!
+//! Image formats are recognised from their magic bytes by [`crate::image_format`].
+use crate::{
+    error_codes::{self, ErrorCode},
+    image_format,
+};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub mod body;
 pub mod s3;
 pub mod single;
-pub mod sniff;
 pub mod text;
 
 /// Largest accepted image: 15 MB (15 × 1024 × 1024 bytes), judged on the
@@ -148,8 +151,10 @@ fn unsupported_message(detected: Option<&'static str>) -> String {
 }
 
 impl InputError {
-    /// The stable machine-readable error code of the API.
-    pub fn code(&self) -> &'static str {
+    /// The error kind of the catalogue: its code and its status (400 for bad
+    /// input, 403 for S3 keys the org may not read or that do not exist, 503
+    /// when the store is down).
+    pub fn kind(&self) -> ErrorCode {
         match self {
             InputError::InvalidBody { .. } => error_codes::INVALID_BODY,
             InputError::UnsupportedContentType { .. } => error_codes::UNSUPPORTED_CONTENT_TYPE,
@@ -174,14 +179,9 @@ impl InputError {
         }
     }
 
-    /// The HTTP status: 400 for bad input, 403 for S3 keys the org may not
-    /// read (or that do not exist), 503 when the store is down.
-    pub fn status(&self) -> u16 {
-        match self {
-            InputError::S3Forbidden { .. } | InputError::S3NotFound { .. } => 403,
-            InputError::S3Unavailable { .. } => 503,
-            _ => 400,
-        }
+    /// The stable machine-readable error code of the API.
+    pub fn code(&self) -> &'static str {
+        self.kind().code
     }
 
     /// The request field the error is about, if any.
@@ -221,7 +221,7 @@ pub fn check_image_bytes(field: &str, bytes: &[u8]) -> Result<(), InputError> {
             size: Some(bytes.len() as u64),
         });
     }
-    match sniff::sniff(bytes) {
+    match image_format::sniff(bytes) {
         Some(f) if f.is_supported() => Ok(()),
         other => Err(InputError::UnsupportedImageFormat {
             field: field.to_string(),
@@ -270,13 +270,13 @@ mod tests {
             "target: image is 17.2 MB; the limit is 15 MB"
         );
         assert_eq!(e.code(), "image_too_large");
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.kind().status, 400);
         let e = InputError::S3NotFound {
             field: "source".into(),
             message: "source: no such object".into(),
         };
         assert_eq!(
-            (e.code(), e.status(), e.field()),
+            (e.code(), e.kind().status, e.field()),
             ("s3_object_not_found", 403, Some("source"))
         );
     }

@@ -1,9 +1,9 @@
-//! S3 inputs (SPEC §3): an organisation may read objects under its own prefix
+//! S3 inputs (docs/s3.md): an organisation may read objects under its own prefix
 //! in the one configured bucket, nothing else.
 //!
 //! Order of checks, so that a refused reference never reaches the store:
 //! 1. [`resolve_key`] (pure): bucket, key syntax, prefix → 403 `s3_forbidden`.
-//! 2. HEAD: a missing object is 403 too (the SPEC does not let a client probe
+//! 2. HEAD: a missing object is 403 too (a client may not probe
 //!    for existence); an object over the image limit is refused before any
 //!    byte of it is downloaded.
 //! 3. GET, streamed into a buffer with a hard cap, so a length that lied (or

@@ -1,7 +1,7 @@
 //! Classifies a string input: a `data:` URI, base64 / base64url (padding
 //! optional, whitespace and line breaks tolerated) or an S3 reference.
 //!
-//! The rule (documented in the README):
+//! The rule (documented in docs/api.md):
 //! 1. `data:...;base64,PAYLOAD` is always an image: PAYLOAD must decode to a
 //!    supported image.
 //! 2. `s3://bucket/key` is always an S3 reference.
@@ -18,10 +18,8 @@ use base64::{
 };
 use bytes::Bytes;
 
-use super::{ImageInput, InputError, MAX_IMAGE_BYTES, sniff};
-
-/// S3's own limit on key length.
-const MAX_S3_KEY_BYTES: usize = 1024;
+use super::{ImageInput, InputError, MAX_IMAGE_BYTES, s3::MAX_KEY_BYTES};
+use crate::image_format;
 
 const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
     .with_decode_padding_mode(DecodePaddingMode::Indifferent)
@@ -62,8 +60,8 @@ fn decoded_len(b64: &[u8]) -> u64 {
 }
 
 /// Decodes just enough leading characters to sniff the image signature.
-fn sniff_prefix(b64: &[u8]) -> Option<sniff::ImageFormat> {
-    let take = (sniff::SNIFF_LEN.div_ceil(3) * 4).min(b64.len() / 4 * 4);
+fn sniff_prefix(b64: &[u8]) -> Option<image_format::ImageFormat> {
+    let take = (image_format::SNIFF_LEN.div_ceil(3) * 4).min(b64.len() / 4 * 4);
     let prefix: Vec<u8> = b64[..take]
         .iter()
         .copied()
@@ -72,7 +70,7 @@ fn sniff_prefix(b64: &[u8]) -> Option<sniff::ImageFormat> {
     // The prefix alone picks the alphabet: a mixed-alphabet string with an
     // image signature must end as invalid_base64, not as an S3 key.
     let bytes = engine_for(&prefix).ok()?.decode(&prefix).ok()?;
-    sniff::sniff(&bytes)
+    image_format::sniff(&bytes)
 }
 
 fn decode(field: &str, b64: &[u8]) -> Result<Vec<u8>, InputError> {
@@ -100,7 +98,7 @@ fn image(field: &str, bytes: Vec<u8>) -> Result<ImageInput, InputError> {
 }
 
 fn plausible_s3_key(s: &str) -> bool {
-    s.len() <= MAX_S3_KEY_BYTES && !s.chars().any(char::is_control)
+    s.len() <= MAX_KEY_BYTES && !s.chars().any(char::is_control)
 }
 
 /// Classifies one string input of field `field` (see the module docs).
@@ -135,9 +133,10 @@ pub fn classify(field: &str, s: &str) -> Result<ImageInput, InputError> {
     }
     Err(InputError::InvalidBase64 {
         field: field.to_string(),
-        message: "neither a base64-encoded JPEG, PNG or WebP image nor an S3 key \
-                  (S3 keys are at most 1024 bytes without control characters)"
-            .to_string(),
+        message: format!(
+            "neither a base64-encoded JPEG, PNG or WebP image nor an S3 key \
+             (S3 keys are at most {MAX_KEY_BYTES} bytes without control characters)"
+        ),
     })
 }
 

@@ -17,8 +17,8 @@ use tokio::{sync::oneshot, time::timeout_at};
 
 use crate::{
     accounts::{Accounts, AccountsError, IdempotencyBegin, Org},
+    app::App,
     faces::{Comparison, FacesError},
-    http::AppState,
     inputs::{self, CompareInputs, ImageInput, InputError},
 };
 
@@ -90,15 +90,10 @@ impl From<AccountsError> for CompareError {
     }
 }
 
-/// The deadline of a request that starts now.
-pub fn deadline(state: &AppState) -> tokio::time::Instant {
-    tokio::time::Instant::now() + state.config.request_timeout
-}
-
 /// Runs one compare for `org`. `answer` renders the transport's body from the
 /// comparison and the organisation's threshold; it runs before the charge.
 pub async fn compare(
-    state: &AppState,
+    app: &App,
     org: &Org,
     req: CompareRequest,
     client_gone: &mut oneshot::Receiver<()>,
@@ -112,18 +107,18 @@ pub async fn compare(
     } = req;
     let reservation = match idempotency_key {
         None => None,
-        Some(key) => match state
+        Some(key) => match app
             .accounts
             .idempotency_begin_leased(
                 &org.id,
                 &key,
                 &inputs.fingerprint(),
-                state.config.request_timeout + crate::accounts::IDEMPOTENCY_LEASE_MARGIN,
+                app.config.request_timeout + crate::accounts::IDEMPOTENCY_LEASE_MARGIN,
             )
             .await?
         {
             IdempotencyBegin::New => Some(Reservation {
-                accounts: state.accounts.clone(),
+                accounts: app.accounts.clone(),
                 org_id: org.id.clone(),
                 key,
                 armed: true,
@@ -136,9 +131,9 @@ pub async fn compare(
         },
     };
 
-    let cost = state.config.token_cost;
+    let cost = app.config.token_cost;
     if cost > 0 {
-        let balance = state.accounts.balance(&org.id).await?;
+        let balance = app.accounts.balance(&org.id).await?;
         if balance < cost {
             return Err(CompareError::InsufficientBalance {
                 balance: Some(balance),
@@ -147,8 +142,8 @@ pub async fn compare(
         }
     }
 
-    let (source, target) = until(deadline, client_gone, resolve_both(state, org, inputs)).await??;
-    let comparison = until(deadline, client_gone, state.engine.compare(source, target)).await??;
+    let (source, target) = until(deadline, client_gone, resolve_both(app, org, inputs)).await??;
+    let comparison = until(deadline, client_gone, app.engine.compare(source, target)).await??;
     let t = &comparison.timings;
     for (stage, d) in [
         ("queue", t.queue),
@@ -156,20 +151,20 @@ pub async fn compare(
         ("detect", t.detect),
         ("embed", t.embed),
     ] {
-        state.metrics.observe_stage(stage, d.as_secs_f64());
+        app.metrics.observe_stage(stage, d.as_secs_f64());
     }
     if !comparison.confidence.is_finite() {
         return Err(CompareError::Internal(
             "the engine returned a non-finite confidence".into(),
         ));
     }
-    let threshold = org.threshold.unwrap_or(state.config.threshold);
+    let threshold = org.threshold.unwrap_or(app.config.threshold);
     let body = answer(&comparison, threshold)?;
 
     if cost > 0 {
-        match state.accounts.charge(&org.id, cost, &request_id).await? {
+        match app.accounts.charge(&org.id, cost, &request_id).await? {
             Some(_) => {
-                state.metrics.tokens_charged.inc_by(cost as u64);
+                app.metrics.tokens_charged.inc_by(cost as u64);
             }
             None => {
                 return Err(CompareError::InsufficientBalance {
@@ -249,19 +244,19 @@ pub async fn until<F: std::future::Future>(
 
 /// Turns both inputs into bytes, fetching S3 references concurrently.
 async fn resolve_both(
-    state: &AppState,
+    app: &App,
     org: &Org,
     inputs: CompareInputs,
 ) -> Result<(Bytes, Bytes), CompareError> {
     let (source, target) = tokio::join!(
-        resolve(state, org, "source", inputs.source),
-        resolve(state, org, "target", inputs.target)
+        resolve(app, org, "source", inputs.source),
+        resolve(app, org, "target", inputs.target)
     );
     Ok((source?, target?))
 }
 
 async fn resolve(
-    state: &AppState,
+    app: &App,
     org: &Org,
     field: &str,
     input: ImageInput,
@@ -269,7 +264,7 @@ async fn resolve(
     match input {
         ImageInput::Bytes(b) => Ok(b),
         ImageInput::S3(reference) => {
-            let Some(s3) = &state.s3 else {
+            let Some(s3) = &app.s3 else {
                 return Err(InputError::S3NotConfigured {
                     field: field.into(),
                 }
@@ -277,8 +272,7 @@ async fn resolve(
             };
             let started = Instant::now();
             let fetched = s3.fetch(&org.s3_prefix, field, &reference).await;
-            state
-                .metrics
+            app.metrics
                 .observe_stage("s3", started.elapsed().as_secs_f64());
             let bytes = fetched?;
             inputs::check_image_bytes(field, &bytes)?;

@@ -128,13 +128,7 @@ pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 
 /// `img` scaled to about `megapixels` MP and encoded as JPEG.
 pub fn scaled_jpeg(img: &DynamicImage, megapixels: f64) -> Vec<u8> {
-    let scale = (megapixels * 1e6 / (img.width() as f64 * img.height() as f64)).sqrt();
-    let (w, h) = (
-        (img.width() as f64 * scale) as u32,
-        (img.height() as f64 * scale) as u32,
-    );
-    let big = img.resize_exact(w, h, image::imageops::FilterType::Triangle);
-    jpeg(&big, 90)
+    facecompare::faces::reencode::scaled_jpeg(img, megapixels).expect("jpeg encode")
 }
 
 /// A JPEG signature followed by `size` bytes in all: over the size limit

@@ -15,8 +15,10 @@
 //! share balances or rate limits.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod images;
 pub mod pg_cluster;
+pub mod s3;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -210,7 +212,8 @@ pub fn ort_dylib() -> String {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| {
             repo()
-                .join(".ort/libonnxruntime.so.1.32.0")
+                .join(".ort")
+                .join(facecompare::faces::runtime::ORT_LIB)
                 .display()
                 .to_string()
         })

@@ -3,7 +3,10 @@
 //! work and memory bounded per image (JPEG scans, decoded bytes at the real
 //! bit depth and channel count), large images decoded at reduced scale (JPEG
 //! in the DCT domain, PNG while streaming rows), EXIF orientation applied.
-use crate::error_codes;
+use crate::{
+    error_codes::{self, ErrorCode},
+    image_format::{self, ImageFormat as ImageKind},
+};
 use std::io::Cursor;
 
 mod jpeg;
@@ -58,7 +61,8 @@ fn size_text(width: u64, height: u64) -> String {
 }
 
 impl DecodeError {
-    pub fn code(&self) -> &'static str {
+    /// The error kind of the catalogue.
+    pub fn kind(&self) -> ErrorCode {
         match self {
             DecodeError::Unsupported(_) => error_codes::UNSUPPORTED_IMAGE_FORMAT,
             DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
@@ -68,37 +72,22 @@ impl DecodeError {
             DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
         }
     }
+
+    /// The stable machine-readable error code of the API.
+    pub fn code(&self) -> &'static str {
+        self.kind().code
+    }
 }
 
-/// Recognises the formats we decode, and names some we don't.
+/// The format to decode, from the bytes ([`crate::image_format`], the same
+/// sniffer the inputs use); other formats are named in the error.
 pub fn sniff(bytes: &[u8]) -> Result<Format, DecodeError> {
-    match bytes {
-        [0xFF, 0xD8, 0xFF, ..] => Ok(Format::Jpeg),
-        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Ok(Format::Png),
-        [
-            b'R',
-            b'I',
-            b'F',
-            b'F',
-            _,
-            _,
-            _,
-            _,
-            b'W',
-            b'E',
-            b'B',
-            b'P',
-            ..,
-        ] => Ok(Format::WebP),
-        [b'G', b'I', b'F', b'8', ..] => Err(DecodeError::Unsupported(Some("GIF"))),
-        [b'B', b'M', ..] => Err(DecodeError::Unsupported(Some("BMP"))),
-        [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => {
-            Err(DecodeError::Unsupported(Some("TIFF")))
-        }
-        [_, _, _, _, b'f', b't', b'y', b'p', ..] => {
-            Err(DecodeError::Unsupported(Some("HEIF/AVIF")))
-        }
-        _ => Err(DecodeError::Unsupported(None)),
+    match image_format::sniff(bytes) {
+        Some(ImageKind::Jpeg) => Ok(Format::Jpeg),
+        Some(ImageKind::Png) => Ok(Format::Png),
+        Some(ImageKind::Webp) => Ok(Format::WebP),
+        Some(other) => Err(DecodeError::Unsupported(Some(other.name()))),
+        None => Err(DecodeError::Unsupported(None)),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Errors as the AWS SDKs parse them for the JSON 1.1 protocol:
 //! `{"__type": "...", "message": "..."}` with the status AWS uses. The
-//! mapping from our errors (and why) is README "Using AWS SDKs".
+//! mapping from our errors (and why) is docs/aws-sdks.md.
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
@@ -8,13 +8,45 @@ use super::sigv4::SigError;
 use crate::{
     accounts::AccountsError,
     error_codes,
-    faces::FacesError,
-    http::error::{ApiError, current_request_id},
+    faces::{FacesError, Side},
+    http::error::{ApiError, DATABASE_RETRY_AFTER_SECS, S3_RETRY_AFTER_SECS, current_request_id},
     inputs::InputError,
     operations::compare::CompareError,
 };
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// One AWS error type and the status it is always sent with (the table of
+/// docs/aws-sdks.md): call sites name a type, never a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsType {
+    pub status: StatusCode,
+    pub name: &'static str,
+}
+
+macro_rules! aws_types {
+    ($($name:ident = $status:ident $type_name:literal;)*) => {
+        $(pub const $name: AwsType = AwsType { status: StatusCode::$status, name: $type_name };)*
+    };
+}
+
+aws_types! {
+    INVALID_PARAMETER = BAD_REQUEST "InvalidParameterException";
+    INVALID_IMAGE_FORMAT = BAD_REQUEST "InvalidImageFormatException";
+    IMAGE_TOO_LARGE = BAD_REQUEST "ImageTooLargeException";
+    INVALID_S3_OBJECT = BAD_REQUEST "InvalidS3ObjectException";
+    THROTTLING = BAD_REQUEST "ThrottlingException";
+    ACCESS_DENIED = BAD_REQUEST "AccessDeniedException";
+    SERIALIZATION = BAD_REQUEST "SerializationException";
+    UNKNOWN_OPERATION = BAD_REQUEST "UnknownOperationException";
+    INCOMPLETE_SIGNATURE = BAD_REQUEST "IncompleteSignatureException";
+    REQUEST_CANCELED = BAD_REQUEST "RequestCanceled";
+    MISSING_AUTHENTICATION_TOKEN = FORBIDDEN "MissingAuthenticationTokenException";
+    INVALID_SIGNATURE = FORBIDDEN "InvalidSignatureException";
+    UNRECOGNIZED_CLIENT = FORBIDDEN "UnrecognizedClientException";
+    INTERNAL_SERVER_ERROR = INTERNAL_SERVER_ERROR "InternalServerError";
+    SERVICE_UNAVAILABLE = SERVICE_UNAVAILABLE "ServiceUnavailableException";
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsError {
@@ -25,65 +57,50 @@ pub struct AwsError {
 }
 
 impl AwsError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(ty: AwsType, message: impl Into<String>) -> Self {
         Self {
-            status,
-            kind,
+            status: ty.status,
+            kind: ty.name,
             message: message.into(),
             retry_after_secs: None,
         }
     }
 
+    fn retry_after(self, secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..self
+        }
+    }
+
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterException",
-            message,
-        )
+        Self::new(INVALID_PARAMETER, message)
     }
 
     pub fn serialization(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "SerializationException", message)
+        Self::new(SERIALIZATION, message)
     }
 
     pub fn invalid_image_format(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidImageFormatException",
-            message,
-        )
+        Self::new(INVALID_IMAGE_FORMAT, message)
     }
 
     pub fn image_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ImageTooLargeException", message)
+        Self::new(IMAGE_TOO_LARGE, message)
     }
 
     pub fn unknown_operation(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            message,
-        )
+        Self::new(UNKNOWN_OPERATION, message)
     }
 
     /// Retryable by the SDKs' standard retry mode (an error code they know).
     pub fn throttling(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self {
-            retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(StatusCode::BAD_REQUEST, "ThrottlingException", message)
-        }
+        Self::new(THROTTLING, message).retry_after(retry_after_secs)
     }
 
     /// A 503: the SDKs retry it as a transient server error.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self {
-            retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailableException",
-                message,
-            )
-        }
+        Self::new(SERVICE_UNAVAILABLE, message).retry_after(retry_after_secs)
     }
 
     /// 500 for a live access key while the server has no signing key: logged
@@ -95,8 +112,7 @@ impl AwsError {
              configured: set FACECOMPARE_AWS_SIGNING_KEY or restore the key file"
         );
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
+            INTERNAL_SERVER_ERROR,
             "This server cannot verify AWS signatures: its signing key is not configured. \
              The operator must restore it; the access key itself is valid.",
         )
@@ -104,25 +120,19 @@ impl AwsError {
 
     /// 500; the detail is logged (by `ApiError::internal`), never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let native = ApiError::internal(detail);
-        Self::new(native.status, "InternalServerError", native.message)
+        Self::new(INTERNAL_SERVER_ERROR, ApiError::internal(detail).message)
     }
 }
 
 impl From<SigError> for AwsError {
     fn from(e: SigError) -> Self {
         match e {
-            SigError::Missing => Self::new(
-                StatusCode::FORBIDDEN,
-                "MissingAuthenticationTokenException",
-                "Missing Authentication Token",
-            ),
-            SigError::Incomplete(m) => {
-                Self::new(StatusCode::BAD_REQUEST, "IncompleteSignatureException", m)
+            SigError::Missing => {
+                Self::new(MISSING_AUTHENTICATION_TOKEN, "Missing Authentication Token")
             }
+            SigError::Incomplete(m) => Self::new(INCOMPLETE_SIGNATURE, m),
             SigError::Invalid(m) => Self::new(
-                StatusCode::FORBIDDEN,
-                "InvalidSignatureException",
+                INVALID_SIGNATURE,
                 if m.is_empty() {
                     "The request signature we calculated does not match the signature you provided."
                         .to_string()
@@ -131,41 +141,61 @@ impl From<SigError> for AwsError {
                 },
             ),
             SigError::UnknownKey => Self::new(
-                StatusCode::FORBIDDEN,
-                "UnrecognizedClientException",
+                UNRECOGNIZED_CLIENT,
                 "The security token included in the request is invalid (unknown or revoked access key id).",
             ),
         }
     }
 }
 
-/// Our field names (`source`/`target`) as the Rekognition request names them.
-pub fn aws_field(message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("source:") {
-        format!("SourceImage:{rest}")
-    } else if let Some(rest) = message.strip_prefix("target:") {
-        format!("TargetImage:{rest}")
-    } else {
-        message.to_string()
+/// Our image field as the Rekognition request names it.
+fn aws_field(side: Side) -> &'static str {
+    match side {
+        Side::Source => "SourceImage",
+        Side::Target => "TargetImage",
+    }
+}
+
+/// `message` about our `field`, with its leading `field:` (how our messages
+/// name a field) given the Rekognition name instead.
+fn renamed(field: &str, message: &str) -> String {
+    let side = match field {
+        "source" => Side::Source,
+        "target" => Side::Target,
+        _ => return message.to_string(),
+    };
+    match message
+        .strip_prefix(field)
+        .and_then(|m| m.strip_prefix(':'))
+    {
+        Some(rest) => format!("{}:{rest}", aws_field(side)),
+        None => message.to_string(),
     }
 }
 
 fn from_input(e: InputError) -> AwsError {
-    let message = aws_field(&e.to_string());
-    match e.code() {
-        error_codes::IMAGE_TOO_LARGE | error_codes::BODY_TOO_LARGE => {
-            AwsError::image_too_large(message)
-        }
-        error_codes::S3_FORBIDDEN
-        | error_codes::S3_OBJECT_NOT_FOUND
-        | error_codes::S3_NOT_CONFIGURED => {
-            AwsError::new(StatusCode::BAD_REQUEST, "InvalidS3ObjectException", message)
-        }
-        error_codes::S3_UNAVAILABLE => AwsError::unavailable(message, 2),
-        error_codes::UNSUPPORTED_IMAGE_FORMAT
-        | error_codes::EMPTY_FIELD
-        | error_codes::INVALID_BASE64 => AwsError::invalid_image_format(message),
-        _ => AwsError::invalid_parameter(message),
+    let message = match e.field() {
+        Some(field) => renamed(field, &e.to_string()),
+        None => e.to_string(),
+    };
+    match e {
+        InputError::ImageTooLarge { .. }
+        | InputError::S3TooLarge { .. }
+        | InputError::BodyTooLarge { .. } => AwsError::image_too_large(message),
+        InputError::S3Forbidden { .. }
+        | InputError::S3NotFound { .. }
+        | InputError::S3NotConfigured { .. } => AwsError::new(INVALID_S3_OBJECT, message),
+        InputError::S3Unavailable { .. } => AwsError::unavailable(message, S3_RETRY_AFTER_SECS),
+        InputError::UnsupportedImageFormat { .. }
+        | InputError::EmptyField { .. }
+        | InputError::InvalidBase64 { .. } => AwsError::invalid_image_format(message),
+        InputError::InvalidBody { .. }
+        | InputError::UnsupportedContentType { .. }
+        | InputError::MissingField { .. }
+        | InputError::MissingImage { .. }
+        | InputError::S3NotAccepted { .. }
+        | InputError::DuplicateField { .. }
+        | InputError::InvalidFieldType { .. } => AwsError::invalid_parameter(message),
     }
 }
 
@@ -174,7 +204,7 @@ fn from_accounts(e: AccountsError) -> AwsError {
         tracing::warn!(error = %e, "database unavailable");
         return AwsError::unavailable(
             "the database is unavailable; nothing was charged, retry shortly",
-            crate::http::error::DATABASE_RETRY_AFTER_SECS,
+            DATABASE_RETRY_AFTER_SECS,
         );
     }
     AwsError::internal(format!("accounts: {e}"))
@@ -186,20 +216,15 @@ impl From<CompareError> for AwsError {
             CompareError::Input(e) => from_input(e),
             CompareError::Faces(FacesError::BadImage {
                 side,
-                code,
+                kind,
                 message,
             }) => {
-                let field = match side {
-                    crate::faces::Side::Source => "SourceImage",
-                    crate::faces::Side::Target => "TargetImage",
-                };
-                let message = aws_field(&message);
-                let message = if message.starts_with(field) {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                };
-                if code == error_codes::IMAGE_DIMENSIONS_TOO_LARGE {
+                // The engine's message may already name its side: not twice.
+                let message = message
+                    .strip_prefix(&format!("{}:", side.field()))
+                    .map_or(message.as_str(), str::trim_start);
+                let message = format!("{}: {message}", aws_field(side));
+                if kind == error_codes::IMAGE_DIMENSIONS_TOO_LARGE {
                     AwsError::image_too_large(message)
                 } else {
                     AwsError::invalid_image_format(message)
@@ -215,8 +240,7 @@ impl From<CompareError> for AwsError {
             CompareError::InsufficientBalance { balance, cost } => {
                 let has = balance.map_or_else(|| "less".to_string(), |b| b.to_string());
                 AwsError::new(
-                    StatusCode::BAD_REQUEST,
-                    "AccessDeniedException",
+                    ACCESS_DENIED,
                     format!(
                         "token balance too low: a compare costs {cost}, the organisation has {has}; nothing was charged"
                     ),
@@ -229,8 +253,7 @@ impl From<CompareError> for AwsError {
                 AwsError::unavailable("the request took too long; retry later", 1)
             }
             CompareError::ClientGone => AwsError::new(
-                StatusCode::BAD_REQUEST,
-                "RequestCanceled",
+                REQUEST_CANCELED,
                 "the client closed the connection before the answer; nothing was charged",
             ),
             CompareError::IdempotencyMismatch | CompareError::IdempotencyInProgress => {
@@ -290,8 +313,8 @@ mod tests {
         });
         assert_eq!(e.kind, "AccessDeniedException");
         let e = AwsError::from(CompareError::Faces(FacesError::BadImage {
-            side: crate::faces::Side::Target,
-            code: error_codes::IMAGE_DECODE_FAILED,
+            side: Side::Target,
+            kind: error_codes::IMAGE_DECODE_FAILED,
             message: "truncated JPEG".into(),
         }));
         assert_eq!(

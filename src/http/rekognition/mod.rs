@@ -55,7 +55,7 @@ async fn run(
     req: Request,
     mut client_gone: oneshot::Receiver<()>,
 ) -> Response {
-    let deadline = operation::deadline(&state);
+    let deadline = state.deadline();
     let (parts, body) = req.into_parts();
     // Signature header, date and access key first: only a known key gets to
     // hold a body in memory. The signature itself needs the body's hash.
@@ -216,14 +216,10 @@ fn verify_signature(
     }
 }
 
-/// The server signing keys, loaded on first use and kept: `key create --aws`
-/// may create the key file after the server started (when `serve` could not).
+/// The server signing keys ([`crate::app::App::signing_keys`]).
 fn signing_keys(state: &AppState) -> Result<SigningKeys, AwsError> {
-    if let Some(k) = state.aws_signing.get() {
-        return Ok(k.clone());
-    }
-    match SigningKeys::load(&state.config.aws_signing, false) {
-        Ok(Some(keys)) => Ok(state.aws_signing.get_or_init(|| keys).clone()),
+    match state.signing_keys() {
+        Ok(Some(keys)) => Ok(keys),
         // The key id is live but its secret cannot be derived: an operator's
         // error (a lost key file), never a client's "unknown key".
         Ok(None) => Err(AwsError::signing_key_missing(
@@ -275,7 +271,7 @@ async fn compare(
         let r = model::response(c, threshold, quality).ok_or(CompareError::NoSourceFace)?;
         serde_json::to_string(&r).map_err(|e| CompareError::Internal(e.to_string()))
     };
-    match operation::compare(state, org, request, client_gone, render).await? {
+    match operation::compare(&state.app, org, request, client_gone, render).await? {
         Outcome::Done { body, .. } | Outcome::Replay { body, .. } => {
             let mut r = (StatusCode::OK, body).into_response();
             let h = r.headers_mut();

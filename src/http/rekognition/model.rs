@@ -2,7 +2,7 @@
 //! them, and the mapping from our [`Comparison`]. Fields we cannot compute
 //! honestly (Pose, Quality, Emotions, Smile, the mouth corners and jawline
 //! landmarks, the deprecated orientation corrections) are omitted, never
-//! invented; README "Using AWS SDKs" lists each field's source.
+//! invented; docs/aws-sdks.md lists each field's source.
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use crate::{
         Comparison,
         report::{FaceReport, ImageReport},
     },
-    inputs::{ImageInput, sniff},
+    image_format,
+    inputs::ImageInput,
 };
 
 /// AWS's limit on `Bytes` (5 MB), stricter than our 15 MB; S3 objects keep 15 MB as on AWS.
@@ -100,7 +101,7 @@ pub fn parse(body: &[u8], configured_bucket: Option<&str>) -> Result<Parsed, Aws
     let threshold = req
         .similarity_threshold
         .unwrap_or(DEFAULT_SIMILARITY_THRESHOLD);
-    if !(threshold.is_finite() && (0.0..=100.0).contains(&threshold)) {
+    if !crate::config::valid_threshold(threshold) {
         return Err(AwsError::invalid_parameter(
             "SimilarityThreshold: must be between 0 and 100",
         ));
@@ -141,7 +142,7 @@ fn image(field: &str, img: Option<Image>, bucket: Option<&str>) -> Result<ImageI
             if bytes.is_empty() {
                 return Err(AwsError::invalid_parameter(format!("{field}.Bytes: empty")));
             }
-            match sniff::sniff(&bytes) {
+            match image_format::sniff(&bytes) {
                 Some(f) if f.is_supported() => Ok(ImageInput::Bytes(Bytes::from(bytes))),
                 Some(f) => Err(AwsError::invalid_image_format(format!(
                     "{field}: {} images are not supported; send JPEG, PNG or WebP",
@@ -165,8 +166,7 @@ fn image(field: &str, img: Option<Image>, bucket: Option<&str>) -> Result<ImageI
             };
             if bucket.is_none() {
                 return Err(AwsError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    "InvalidS3ObjectException",
+                    super::errors::INVALID_S3_OBJECT,
                     format!("{field}.S3Object: this server has no S3 bucket configured"),
                 ));
             }

@@ -5,7 +5,7 @@
 //! Safe to expose: a strict Content-Security-Policy (scripts and styles from
 //! this origin only, no inline script, no framing, no form posts), `nosniff`,
 //! no referrer. Every URL in the page is relative, so it works unchanged on a
-//! sub-path behind a reverse proxy (README "Try page"). The page calls the
+//! sub-path behind a reverse proxy (docs/try-page.md). The page calls the
 //! real `POST /v1/face/compare` (charged as usual) and the uncharged
 //! `POST /v1/face/detect` for the outlines. `FACECOMPARE_TRY_PAGE=off`
 //! removes these routes (404).

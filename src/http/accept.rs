@@ -1,4 +1,4 @@
-//! Our own HTTP/1.1 accept loop (README "Connections"): a connection cap
+//! Our own HTTP/1.1 accept loop (docs/operations.md, "Connections"): a connection cap
 //! that evicts the least recently active connection with no request in
 //! flight, a header-read timeout, an idle keep-alive timeout, and a graceful
 //! shutdown that closes idle connections at once and drains the rest.

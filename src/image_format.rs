@@ -1,4 +1,5 @@
-//! Image format detection from the leading bytes ("magic numbers").
+//! Image format detection from the leading bytes ("magic numbers"): the one
+//! sniffer of the inputs (what a field holds) and of the decoder (what to decode).
 //!
 //! The format is judged from the bytes only, never from a file name or a
 //! declared content type. Formats we cannot process are recognised too, so a

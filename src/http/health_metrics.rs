@@ -1,4 +1,5 @@
-//! Operations routes: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//! Health and metrics routes: `/healthz`, `/readyz`, `/metrics`, and the
+//! API description `/openapi.json`.
 use std::{sync::Arc, time::Duration};
 
 use axum::{
