@@ -31,6 +31,10 @@ pub struct CompareRequest {
     pub deadline: tokio::time::Instant,
     /// Recorded with the charge in the ledger.
     pub request_id: String,
+    /// The request's own threshold (Rekognition's `SimilarityThreshold`);
+    /// `None`: the organisation's. The engine runs the age pass only where
+    /// the ages can change the decision at it.
+    pub threshold: Option<f64>,
 }
 
 /// A finished compare.
@@ -96,7 +100,8 @@ pub fn deadline(state: &AppState) -> tokio::time::Instant {
 }
 
 /// Runs one compare for `org`. `answer` renders the transport's body from the
-/// comparison and the organisation's threshold; it runs before the charge.
+/// comparison and the threshold (the request's, else the organisation's); it
+/// runs before the charge.
 pub async fn compare(
     state: &AppState,
     org: &Org,
@@ -109,7 +114,9 @@ pub async fn compare(
         idempotency_key,
         deadline,
         request_id,
+        threshold,
     } = req;
+    let threshold = threshold.unwrap_or(org.threshold.unwrap_or(state.config.threshold));
     let reservation = match idempotency_key {
         None => None,
         Some(key) => match state
@@ -148,7 +155,12 @@ pub async fn compare(
     }
 
     let (source, target) = until(deadline, client_gone, resolve_both(state, org, inputs)).await??;
-    let comparison = until(deadline, client_gone, state.engine.compare(source, target)).await??;
+    let comparison = until(
+        deadline,
+        client_gone,
+        state.engine.compare(source, target, threshold),
+    )
+    .await??;
     let t = &comparison.timings;
     for (stage, d) in [
         ("queue", t.queue),
@@ -163,7 +175,6 @@ pub async fn compare(
             "the engine returned a non-finite confidence".into(),
         ));
     }
-    let threshold = org.threshold.unwrap_or(state.config.threshold);
     let body = answer(&comparison, threshold)?;
 
     if cost > 0 {
