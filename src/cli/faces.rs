@@ -504,6 +504,73 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             median_ms(all)
         );
     }
+    if args.images.len() >= 2 && models.age.is_some() {
+        bench_compares(
+            &mut models,
+            &pack,
+            &inputs,
+            args.megapixels.len().max(1),
+            args.iterations,
+            config.threshold,
+        )?;
+    }
+    Ok(())
+}
+
+/// The first two images compared at each size, as the server does (the age
+/// pass only where it can change the decision at `threshold`) and with the
+/// age pass on every face (the rule before), one after the other on one
+/// worker (the server analyses the two images in parallel).
+fn bench_compares(
+    models: &mut Models,
+    pack: &Pack,
+    inputs: &[(String, Vec<u8>)],
+    per_image: usize,
+    iterations: usize,
+    threshold: f64,
+) -> anyhow::Result<()> {
+    let policy = Policy::new(
+        pack.manifest.calibration.clone(),
+        pack.manifest.age.as_ref(),
+    );
+    let idle = std::sync::atomic::AtomicBool::new(false);
+    println!(
+        "{:<48} {:>14} {:>14} {:>9}",
+        format!("compare (threshold {threshold})"),
+        "age if needed",
+        "age always",
+        "age ran"
+    );
+    for k in 0..per_image {
+        let (Some((name, a)), Some((_, b))) = (inputs.get(k), inputs.get(per_image + k)) else {
+            break;
+        };
+        let (mut lazy, mut full, mut ran) = (Vec::new(), Vec::new(), false);
+        for _ in 0..iterations.max(1) {
+            let t0 = Instant::now();
+            let s = models.analyze_unless(a, 1, Depth::Embeddings, &idle)?;
+            let t = models.analyze_unless(b, MAX_TARGET_FACES, Depth::Embeddings, &idle)?;
+            ran = match age_pass::plan(&policy, &s, &t, threshold) {
+                Plan::Skip(_) => false,
+                Plan::Run(job) => {
+                    job.run(models)?;
+                    true
+                }
+            };
+            lazy.push(t0.elapsed());
+            let t0 = Instant::now();
+            models.analyze(a, 1)?;
+            models.analyze(b, MAX_TARGET_FACES)?;
+            full.push(t0.elapsed());
+        }
+        println!(
+            "{:<48} {:>14.1} {:>14.1} {:>9}",
+            format!("{name} vs the second"),
+            median_ms(lazy),
+            median_ms(full),
+            if ran { "yes" } else { "no" }
+        );
+    }
     Ok(())
 }
 
