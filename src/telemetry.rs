@@ -54,8 +54,8 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
-/// Pairs decided with a pack's child calibration (both faces estimated under
-/// the pack's `child_age_limit`). Global because the engine counts it, not HTTP.
+/// Pairs decided with a pack's child calibration (one face estimated under
+/// the pack's `child_age_limit`, the other under it plus `child_age_margin`). Global because the engine counts it, not HTTP.
 pub static CHILD_CALIBRATION_PAIRS: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
@@ -137,7 +137,7 @@ impl Metrics {
         );
         registry.register(
             "child_calibration_pairs",
-            "Compares decided with the child calibration (both faces estimated children)",
+            "Compares decided with the child calibration (a pair of estimated children)",
             CHILD_CALIBRATION_PAIRS.clone(),
         );
         registry.register(
