@@ -54,14 +54,19 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
-/// Pairs decided with a pack's child calibration (both faces estimated under
-/// the pack's `child_age_limit`). Global because the engine counts it, not HTTP.
+/// Pairs decided with a pack's child calibration (one face estimated under
+/// the pack's `child_age_limit`, the other under it plus `child_age_margin`). Global because the engine counts it, not HTTP.
 pub static CHILD_CALIBRATION_PAIRS: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
-/// Compares whose target was analysed a second time with the age pass
-/// because the source face was estimated a child (see `Engine::compare`).
-pub static TARGET_AGE_RERUNS: std::sync::LazyLock<Counter> =
+/// Compares (both faces found, pack with an age model) that ran the age
+/// pass: the ages could change a decision at the request's threshold.
+pub static AGE_PASSES_RUN: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
+/// Compares (both faces found, pack with an age model) answered without the
+/// age pass: both calibrations decide every target face alike.
+pub static AGE_PASSES_SKIPPED: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
 /// The server's metrics; encode with [`Metrics::render`].
@@ -132,13 +137,18 @@ impl Metrics {
         );
         registry.register(
             "child_calibration_pairs",
-            "Compares decided with the child calibration (both faces estimated children)",
+            "Compares decided with the child calibration (a pair of estimated children)",
             CHILD_CALIBRATION_PAIRS.clone(),
         );
         registry.register(
-            "target_age_reruns",
-            "Compares whose target was analysed again with the age pass (the source face was estimated a child)",
-            TARGET_AGE_RERUNS.clone(),
+            "age_passes_run",
+            "Compares that ran the age pass (the ages could change a decision at the threshold)",
+            AGE_PASSES_RUN.clone(),
+        );
+        registry.register(
+            "age_passes_skipped",
+            "Compares answered without the age pass (both calibrations decide alike at the threshold)",
+            AGE_PASSES_SKIPPED.clone(),
         );
         let bodies_refused = Counter::default();
         registry.register(
@@ -205,6 +215,8 @@ mod tests {
             "facecompare_inference_queue_depth 3",
             "facecompare_tokens_charged_total 2",
             "facecompare_child_calibration_pairs_total",
+            "facecompare_age_passes_run_total",
+            "facecompare_age_passes_skipped_total",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

@@ -120,7 +120,11 @@ fn child_policy_on_real_embeddings() {
         pack.manifest.calibration.clone(),
         pack.manifest.age.as_ref(),
     );
-    let (child, _) = policy.child.clone().expect("the pack defines a child map");
+    let child = policy
+        .child
+        .clone()
+        .expect("the pack defines a child map")
+        .map;
     let mut m = Models::new(&pack, 1).unwrap();
     let (obama, obama2, biden) = (
         analyze(&mut m, "obama.jpg"),
@@ -180,7 +184,7 @@ fn every_pack_gets_a_child_map_with_80_where_the_adult_map_gives_96() {
         let age = pack.manifest.age.as_ref().expect("age model in every pack");
         assert_eq!(age.child_age_limit, 18.0);
         let policy = Policy::new(pack.manifest.calibration.clone(), Some(age));
-        let (child, _) = policy.child.unwrap();
+        let child = policy.child.unwrap().map;
         let c96 = policy.adult.cosine_at(age.child_80_at_adult);
         assert!((child.cosine_at(80.0) - c96).abs() < 1e-9, "{name}");
         assert!((policy.adult.confidence(c96 as f32) - 96.0).abs() < 0.02);

@@ -6,6 +6,7 @@ use std::{io::Cursor, path::PathBuf, sync::OnceLock};
 use bytes::Bytes;
 use facecompare::faces::{
     Engine, EngineConfig, Side,
+    age_pass::AgePass,
     calibration::{Map, Policy},
     embed::cosine,
     pack::Pack,
@@ -264,7 +265,7 @@ fn engine_with_child_age_limit(dir: &std::path::Path, limit: f64) -> Engine {
 }
 
 #[tokio::test]
-async fn target_ages_run_only_when_the_source_is_a_child_and_decide_the_same() {
+async fn age_pass_runs_only_where_it_can_decide_and_decides_the_same() {
     let (a, b) = (fixture("obama.jpg"), fixture("obama2.jpg"));
     // The reference: both images fully analysed (ages of every face), scored.
     let mut m = models("mobilefacenet");
@@ -277,26 +278,56 @@ async fn target_ages_run_only_when_the_source_is_a_child_and_decide_the_same() {
         .expect("the default pack estimates ages");
     let policy = Policy::new(pack.manifest.calibration.clone(), Some(&age));
     let reference = score(&policy, &full_a, &full_b, Default::default());
+    let cos = reference.cosine.unwrap();
+    // A threshold between the two maps' numbers for this same-person pair
+    // (the ages decide there), and one both maps clear.
+    let child = policy.child.as_ref().unwrap().map.confidence(cos);
+    let mid = (reference.confidence + child) / 2.0;
+    assert!(policy.ages_matter(cos, mid) && !policy.ages_matter(cos, 50.0));
 
-    // Adult source: the target's age pass is skipped, the decision is the same.
+    // At 50 both maps match it: no age pass, the adult map's number.
     let e = engine();
+    let skipped = facecompare::telemetry::AGE_PASSES_SKIPPED.get();
     let c = e
-        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()))
+        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()), 50.0)
         .await
         .unwrap();
+    assert_eq!(c.age_pass, AgePass::NotNeeded);
     assert_eq!(
         (c.confidence, c.map),
         (reference.confidence, Some(Map::Adult))
     );
-    assert!(c.ages.0.is_some() && c.ages.1.is_none(), "{:?}", c.ages);
-    assert!(!c.timings.age.is_zero(), "the source's age pass ran");
+    assert_eq!(c.ages, (None, None));
+    assert!(facecompare::telemetry::AGE_PASSES_SKIPPED.get() > skipped);
 
-    // With a limit no one is above, the source is a "child": the target is
-    // analysed again with its ages, and the child map decides.
+    // At `mid` the ages decide: the source's is estimated, an adult's, so
+    // the target's is not needed; the decision is the full analysis'.
+    let ran = facecompare::telemetry::AGE_PASSES_RUN.get();
+    let c = e
+        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()), mid)
+        .await
+        .unwrap();
+    assert!(
+        matches!(c.age_pass, AgePass::Ran { .. }),
+        "{:?}",
+        c.age_pass
+    );
+    assert_eq!(
+        (c.confidence, c.map),
+        (reference.confidence, Some(Map::Adult))
+    );
+    assert_eq!(c.ages, (full_a.ages.first().copied(), None));
+    assert!(!c.timings.age.is_zero(), "the source's age pass ran");
+    assert!(facecompare::telemetry::AGE_PASSES_RUN.get() > ran);
+
+    // With a limit no one is above, the source is a "child": the target
+    // face's age is estimated on the kept image, and the child map decides.
     let dir = tempfile::tempdir().unwrap();
     let e = engine_with_child_age_limit(dir.path(), 200.0);
-    let before = facecompare::telemetry::TARGET_AGE_RERUNS.get();
-    let c = e.compare(Bytes::from(a), Bytes::from(b)).await.unwrap();
+    let c = e
+        .compare(Bytes::from(a), Bytes::from(b), mid)
+        .await
+        .unwrap();
     assert_eq!(c.map, Some(Map::Child));
     assert_eq!(
         c.ages,
@@ -306,7 +337,7 @@ async fn target_ages_run_only_when_the_source_is_a_child_and_decide_the_same() {
         c.confidence < reference.confidence,
         "the child map is stricter"
     );
-    assert_eq!(facecompare::telemetry::TARGET_AGE_RERUNS.get(), before + 1);
+    assert!(!c.response(mid).is_match && reference.response(mid).is_match);
 }
 
 #[tokio::test]
@@ -314,12 +345,12 @@ async fn engine_reports_each_no_face_outcome() {
     let e = engine();
     let face = Bytes::from(fixture("obama.jpg"));
     let none = Bytes::from(fixture("rocket.jpg"));
-    let c = e.compare(face.clone(), none.clone()).await.unwrap();
+    let c = e.compare(face.clone(), none.clone(), 80.0).await.unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (true, false, 0.0)
     );
-    let c = e.compare(none.clone(), face.clone()).await.unwrap();
+    let c = e.compare(none.clone(), face.clone(), 80.0).await.unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (false, true, 0.0)
@@ -328,12 +359,12 @@ async fn engine_reports_each_no_face_outcome() {
         &RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])),
         ImageFormat::Png,
     ));
-    let c = e.compare(grey.clone(), none).await.unwrap();
+    let c = e.compare(grey.clone(), none, 80.0).await.unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (false, false, 0.0)
     );
-    let c = e.compare(face.clone(), face).await.unwrap();
+    let c = e.compare(face.clone(), face, 80.0).await.unwrap();
     assert!(
         c.source_face_detected && c.target_face_detected && c.confidence > 99.0,
         "{c:?}"
@@ -345,7 +376,7 @@ async fn engine_names_the_side_of_a_bad_image() {
     let e = engine();
     let good = Bytes::from(fixture("obama.jpg"));
     let truncated = Bytes::from(fixture("obama2.jpg")[..2000].to_vec());
-    match e.compare(good.clone(), truncated).await {
+    match e.compare(good.clone(), truncated, 80.0).await {
         Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {
             assert_eq!(side, Side::Target);
             assert_eq!(kind.code, "image_decode_failed");
@@ -353,7 +384,7 @@ async fn engine_names_the_side_of_a_bad_image() {
         other => panic!("expected a bad target image, got {other:?}"),
     }
     match e
-        .compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good)
+        .compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good, 80.0)
         .await
     {
         Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {

@@ -150,6 +150,27 @@ async fn same_person_is_a_face_match_and_costs_one_token(b: Backend) {
             "{}",
             m.text
         );
+        // SimilarityThreshold reaches the engine: at 91 this pair (adult map
+        // ≈ 97, child map ≈ 85) is decided by the ages, so the age pass runs
+        // (at the organisation's 80 both maps match it and it would not).
+        let runs = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("facecompare_age_passes_run_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = runs(&m.text);
+        let out = client(s, &key.id, &key.secret)
+            .compare_faces()
+            .source_image(bytes(fixture("obama.jpg")))
+            .target_image(bytes(fixture("obama2.jpg")))
+            .similarity_threshold(91.0)
+            .send()
+            .await
+            .expect("CompareFaces");
+        assert_eq!(out.face_matches().len(), 1, "{out:?}");
+        let after = runs(&s.get("/metrics").await.text);
+        assert!(after > before, "age passes run: {before} -> {after}");
     }
 }
 

@@ -18,11 +18,13 @@ use super::{BenchArgs, CalibrateArgs, CompareArgs};
 use crate::{
     config::Config,
     faces::{
-        StageTimings,
+        Comparison, StageTimings,
+        age_pass::{self, AgePass, PairAges, Plan},
         calibration::{self, Map, Policy},
+        embed::cosine,
         pack::Pack,
-        pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models},
-        score,
+        pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models},
+        score, score_with,
     },
 };
 
@@ -34,12 +36,24 @@ fn load_pack(pack: &Option<String>) -> anyhow::Result<(Config, Pack)> {
 }
 
 fn analyze_file(models: &mut Models, path: &Path, max_faces: usize) -> anyhow::Result<Analysis> {
+    analyze_file_at(models, path, max_faces, Depth::Compare)
+}
+
+fn analyze_file_at(
+    models: &mut Models,
+    path: &Path,
+    max_faces: usize,
+    depth: Depth,
+) -> anyhow::Result<Analysis> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    models.analyze(&bytes, max_faces).map_err(|e| match e {
-        AnalyzeError::Decode(d) => anyhow::anyhow!("{}: {d} ({})", path.display(), d.code()),
-        AnalyzeError::Engine(e) => e.context(format!("{}", path.display())),
-        e @ AnalyzeError::Abandoned => anyhow::anyhow!("{}: {e}", path.display()),
-    })
+    let idle = std::sync::atomic::AtomicBool::new(false);
+    models
+        .analyze_unless(&bytes, max_faces, depth, &idle)
+        .map_err(|e| match e {
+            AnalyzeError::Decode(d) => anyhow::anyhow!("{}: {d} ({})", path.display(), d.code()),
+            AnalyzeError::Engine(e) => e.context(format!("{}", path.display())),
+            e @ AnalyzeError::Abandoned => anyhow::anyhow!("{}: {e}", path.display()),
+        })
 }
 
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
@@ -49,32 +63,46 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         bail!("--threshold {threshold}: must be between 0 and 100");
     }
     let mut models = Models::new(&pack, config.intra_threads)?;
-    let source = analyze_file(&mut models, &args.a, 1)?;
-    let target = analyze_file(&mut models, &args.b, MAX_TARGET_FACES)?;
+    // As the server: embeddings first, the age pass only where it can
+    // change the decision at the threshold.
+    let source = analyze_file_at(&mut models, &args.a, 1, Depth::Embeddings)?;
+    let target = analyze_file_at(&mut models, &args.b, MAX_TARGET_FACES, Depth::Embeddings)?;
     let policy = Policy::new(
         pack.manifest.calibration.clone(),
         pack.manifest.age.as_ref(),
     );
-    let comparison = score(&policy, &source, &target, StageTimings::default());
+    let (ages, pass) = match age_pass::plan(&policy, &source, &target, threshold) {
+        Plan::Skip(pass) => (PairAges::default(), pass),
+        Plan::Run(job) => job.run(&mut models)?,
+    };
+    let comparison = score_with(
+        &policy,
+        &source,
+        &target,
+        &ages,
+        pass,
+        StageTimings::default(),
+    );
     if args.explain {
-        let faces = |a: &Analysis| {
-            a.faces
+        let faces = |r: &crate::faces::report::ImageReport, a: &Analysis| {
+            r.faces
                 .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    serde_json::json!({"box": f.bbox, "score": f.score, "age": a.ages.get(i)})
-                })
+                .zip(&a.faces)
+                .map(|(rf, f)| serde_json::json!({"box": f.bbox, "score": f.score, "age": rf.age}))
                 .collect::<Vec<_>>()
         };
         let explain = serde_json::json!({
             "pack": pack.manifest.name,
-            "source": {"faces": faces(&source), "rotation": source.rotation},
-            "target": {"faces": faces(&target), "rotation": target.rotation},
+            "threshold": threshold,
+            "source": {"faces": faces(&comparison.source, &source), "rotation": source.rotation},
+            "target": {"faces": faces(&comparison.target, &target), "rotation": target.rotation},
             "decidingTargetFace": comparison.target_face,
             "ages": [comparison.ages.0, comparison.ages.1],
             "cosine": comparison.cosine,
             "calibration": comparison.map,
             "childAgeLimit": pack.manifest.age.as_ref().map(|a| a.child_age_limit),
+            "childAgeMargin": pack.manifest.age.as_ref().map(|a| a.child_age_margin),
+            "agePass": explain_age_pass(&policy, &source, &target, &comparison, threshold),
         });
         eprintln!("{}", serde_json::to_string_pretty(&explain)?);
     }
@@ -83,6 +111,89 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         serde_json::to_string(&comparison.response(threshold))?
     );
     Ok(())
+}
+
+/// Whether the age pass ran, why, and which faces' ages decided.
+fn explain_age_pass(
+    policy: &Policy,
+    source: &Analysis,
+    target: &Analysis,
+    c: &Comparison,
+    threshold: f64,
+) -> serde_json::Value {
+    let cosines: Vec<f32> = source
+        .embeddings
+        .first()
+        .map(|s| target.embeddings.iter().map(|t| cosine(s, t)).collect())
+        .unwrap_or_default();
+    // Both maps' number for a target face: the ages decide only where they
+    // fall on different sides of the threshold.
+    let maps = |i: usize| {
+        let cos = cosines[i];
+        let child = policy
+            .child
+            .as_ref()
+            .map(|r| r.map.confidence(cos).max(calibration::FLOOR));
+        serde_json::json!({"targetFace": i, "cosine": cos,
+            "adultConfidence": policy.adult_confidence(cos), "childConfidence": child})
+    };
+    let (ran, why, decided) = match &c.age_pass {
+        AgePass::NoAgeModel => (
+            false,
+            "the pack has no age model: the adult map decides".to_string(),
+            vec![],
+        ),
+        AgePass::NoFace => (
+            false,
+            "no face on one side: the ages have nothing to decide".into(),
+            vec![],
+        ),
+        AgePass::Full => (true, "every face's age was estimated".into(), vec![]),
+        AgePass::NotNeeded => (
+            false,
+            format!(
+                "at threshold {threshold} the adult map and the child map decide every target face alike (see targetFaces): the ages cannot change the answer, the confidence is the adult map's"
+            ),
+            vec![],
+        ),
+        AgePass::Ran {
+            target_faces,
+            source_age,
+            target_ages,
+        } => {
+            let why = format!(
+                "target face(s) {target_faces:?}: their cosine is on different sides of threshold {threshold} on the adult map and on the child map, so the ages decide"
+            );
+            let decided = target_faces
+                .iter()
+                .zip(target_ages)
+                .map(|(&i, &t)| {
+                    let (conf, map) = policy.confidence(cosines[i], (Some(*source_age), t));
+                    let mut v = maps(i);
+                    v["sourceAge"] = serde_json::json!(source_age);
+                    v["targetAge"] = serde_json::json!(t);
+                    v["calibration"] = serde_json::json!(map);
+                    v["confidence"] = serde_json::json!(conf);
+                    v["isMatch"] = serde_json::json!(conf >= threshold);
+                    v
+                })
+                .collect();
+            let why = if target_ages.iter().all(Option::is_none) {
+                format!(
+                    "{why}; the source face is estimated {source_age:.1}, not under the child limit plus margin: no child pair is possible, so the target faces' ages were not estimated"
+                )
+            } else {
+                why
+            };
+            (true, why, decided)
+        }
+    };
+    serde_json::json!({
+        "ran": ran,
+        "why": why,
+        "agesDecided": decided,
+        "targetFaces": (0..cosines.len()).map(maps).collect::<Vec<_>>(),
+    })
 }
 
 /// Analyses `paths` on `workers` threads, each with its own models.
@@ -220,9 +331,25 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         pack.manifest.age.as_ref(),
     );
     let limit = pack.manifest.age.as_ref().map(|a| a.child_age_limit);
+    // The same rule without the margin (both faces under the limit): what the margin costs here.
+    let mut no_margin = policy.clone();
+    if let Some(rule) = &mut no_margin.child {
+        rule.margin = 0.0;
+    }
+    let (mut plain_fm, mut plain_fnm, mut margin_decided) = (0usize, 0usize, 0usize);
+    // |age a − age b| of same-person pairs: the estimator's spread (plus the
+    // years between the photos).
+    let mut same_diff: Vec<f64> = Vec::new();
     for p in &pairs {
         let c = score(&policy, get(&p.a), get(&p.b), StageTimings::default());
         let is_match = c.response(80.0).is_match;
+        let plain = score(&no_margin, get(&p.a), get(&p.b), StageTimings::default());
+        margin_decided += (plain.map != c.map) as usize;
+        if p.same
+            && let (Some(a), Some(b)) = (get(&p.a).ages.first(), get(&p.b).ages.first())
+        {
+            same_diff.push((a - b).abs() as f64);
+        }
         if p.child {
             child_imp += !p.same as usize;
             child_fm += (is_match && !p.same) as usize;
@@ -231,6 +358,9 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         }
         shipped_fm += (is_match && !p.same) as usize;
         shipped_fnm += (!is_match && p.same) as usize;
+        let plain_match = plain.response(80.0).is_match;
+        plain_fm += (plain_match && !p.same) as usize;
+        plain_fnm += (!plain_match && p.same) as usize;
         match (c.cosine, p.same) {
             (Some(x), true) => genuine.push(x as f64),
             (Some(x), false) => impostor.push(x as f64),
@@ -239,14 +369,18 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         }
     }
     // Faces (largest per image) the age model puts under the child limit.
+    let margin = pack.manifest.age.as_ref().map(|a| a.child_age_margin);
+    let mut under_margin = 0usize;
     let mut ages: Vec<f64> = Vec::new();
     for a in analyses.values().flatten() {
         if let Some(&age) = a.ages.first() {
             ages.push(age as f64);
             under_limit += limit.is_some_and(|l| age < l) as usize;
+            under_margin += limit.zip(margin).is_some_and(|(l, m)| age < l + m) as usize;
         }
     }
     ages.sort_by(f64::total_cmp);
+    same_diff.sort_by(f64::total_cmp);
     let (mut cal, report) = calibration::fit(&genuine, &impostor)?;
     cal.extra.insert(
         "fitted_on".into(),
@@ -270,9 +404,15 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
             "impostorP99": calibration::quantile(&sorted_i, 0.99), "impostorMax": sorted_i.last(),
         },
         "current": {"falseMatchesAt80": shipped_fm, "falseNonMatchesAt80": shipped_fnm},
+        "withoutChildAgeMargin": {"falseMatchesAt80": plain_fm, "falseNonMatchesAt80": plain_fnm,
+                                  "pairsWhoseMapTheMarginChanges": margin_decided},
         "childRows": {"impostor": child_imp, "falseMatchesAt80": child_fm, "decidedWithChildMap": child_map},
-        "ages": {"faces": ages.len(), "underChildLimit": under_limit, "min": ages.first(),
-                 "p5": calibration::quantile(&ages, 0.05), "median": calibration::quantile(&ages, 0.5)},
+        "ages": {"faces": ages.len(), "underChildLimit": under_limit,
+                 "underChildLimitPlusMargin": under_margin, "min": ages.first(),
+                 "p5": calibration::quantile(&ages, 0.05), "median": calibration::quantile(&ages, 0.5),
+                 "samePersonAbsDifference": {"pairs": same_diff.len(),
+                     "median": calibration::quantile(&same_diff, 0.5),
+                     "p90": calibration::quantile(&same_diff, 0.9), "max": same_diff.last()}},
         "refitAt80": {"fmr": report.fmr_at_80, "fnmr": report.fnmr_at_80, "fnmrCountingNoFace": with_noface(report.fnmr_at_80),
                   "falseMatches": (report.fmr_at_80 * impostor.len() as f64).round()},
         "confidence": {"genuineP5": report.genuine_p5_confidence, "impostorP99": report.impostor_p99_confidence,
@@ -351,6 +491,73 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             median_ms(e),
             median_ms(g),
             median_ms(all)
+        );
+    }
+    if args.images.len() >= 2 && models.age.is_some() {
+        bench_compares(
+            &mut models,
+            &pack,
+            &inputs,
+            args.megapixels.len().max(1),
+            args.iterations,
+            config.threshold,
+        )?;
+    }
+    Ok(())
+}
+
+/// The first two images compared at each size, as the server does (the age
+/// pass only where it can change the decision at `threshold`) and with the
+/// age pass on every face (the rule before), one after the other on one
+/// worker (the server analyses the two images in parallel).
+fn bench_compares(
+    models: &mut Models,
+    pack: &Pack,
+    inputs: &[(String, Vec<u8>)],
+    per_image: usize,
+    iterations: usize,
+    threshold: f64,
+) -> anyhow::Result<()> {
+    let policy = Policy::new(
+        pack.manifest.calibration.clone(),
+        pack.manifest.age.as_ref(),
+    );
+    let idle = std::sync::atomic::AtomicBool::new(false);
+    println!(
+        "{:<48} {:>14} {:>14} {:>9}",
+        format!("compare (threshold {threshold})"),
+        "age if needed",
+        "age always",
+        "age ran"
+    );
+    for k in 0..per_image {
+        let (Some((name, a)), Some((_, b))) = (inputs.get(k), inputs.get(per_image + k)) else {
+            break;
+        };
+        let (mut lazy, mut full, mut ran) = (Vec::new(), Vec::new(), false);
+        for _ in 0..iterations.max(1) {
+            let t0 = Instant::now();
+            let s = models.analyze_unless(a, 1, Depth::Embeddings, &idle)?;
+            let t = models.analyze_unless(b, MAX_TARGET_FACES, Depth::Embeddings, &idle)?;
+            ran = match age_pass::plan(&policy, &s, &t, threshold) {
+                Plan::Skip(_) => false,
+                Plan::Run(job) => {
+                    job.run(models)?;
+                    true
+                }
+            };
+            lazy.push(t0.elapsed());
+            let t0 = Instant::now();
+            models.analyze(a, 1)?;
+            models.analyze(b, MAX_TARGET_FACES)?;
+            full.push(t0.elapsed());
+        }
+        println!(
+            "{:<48} {:>14.1} {:>14.1} {:>9}",
+            format!("{name} vs the second"),
+            median_ms(lazy),
+            median_ms(full),
+            if ran { "yes" } else { "no" }
         );
     }
     Ok(())

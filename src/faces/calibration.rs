@@ -105,44 +105,79 @@ pub enum Map {
     Child,
 }
 
+/// The child calibration and when it applies.
+#[derive(Debug, Clone)]
+pub struct ChildRule {
+    pub map: Calibration,
+    /// `child_age_limit`: one face must be estimated under it.
+    pub limit: f32,
+    /// `child_age_margin`: the other face under `limit + margin` (the age
+    /// estimate errs by years near the limit; a teenager read as 19–24 must
+    /// not put a pair of children on the adult map).
+    pub margin: f32,
+}
+
+impl ChildRule {
+    /// Whether a pair of estimated ages is scored with the child map: one
+    /// face under the limit and the other under the limit plus the margin.
+    pub fn applies(&self, a: f32, b: f32) -> bool {
+        let (young, old) = if a <= b { (a, b) } else { (b, a) };
+        young < self.limit && old < self.limit + self.margin
+    }
+
+    /// Whether a source face of this age can be on the child map with some
+    /// target face: the target's ages matter only then.
+    pub fn source_may_be_child(&self, source_age: f32) -> bool {
+        source_age < self.limit + self.margin
+    }
+}
+
 /// The pack's decision rule: the adult calibration, and — when the pack has
-/// an age model — the child calibration for pairs of two estimated children.
+/// an age model — the child calibration for pairs of estimated children
+/// ([`ChildRule::applies`]).
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub adult: Calibration,
-    /// (child map, age limit) when the pack estimates ages.
-    pub child: Option<(Calibration, f32)>,
+    pub child: Option<ChildRule>,
 }
 
 impl Policy {
     pub fn new(adult: Calibration, age: Option<&super::pack::AgeSpec>) -> Self {
-        let child = age.map(|a| {
-            (
-                adult.shifted_for_children(a.child_80_at_adult),
-                a.child_age_limit,
-            )
+        let child = age.map(|a| ChildRule {
+            map: adult.shifted_for_children(a.child_80_at_adult),
+            limit: a.child_age_limit,
+            margin: a.child_age_margin,
         });
         Self { adult, child }
     }
 
-    /// Whether the target's ages can change a decision: only when the pack
-    /// has a child map and the source face is estimated a child (the child
-    /// map needs **both** faces under the limit). An adult or unknown source
-    /// age means the adult map, whatever the target's age.
-    pub fn needs_target_ages(&self, source_age: Option<f32>) -> bool {
-        matches!((&self.child, source_age), (Some((_, limit)), Some(a)) if a < *limit)
+    /// The confidence the adult map gives (the number returned when the age
+    /// pass did not run).
+    pub fn adult_confidence(&self, cosine: f32) -> f64 {
+        self.adult.confidence(cosine).max(FLOOR)
+    }
+
+    /// Whether the ages can change the decision at `threshold` for this
+    /// cosine: the adult map and the child map fall on different sides of it.
+    pub fn ages_matter(&self, cosine: f32, threshold: f64) -> bool {
+        match &self.child {
+            None => false,
+            Some(c) => {
+                let child = c.map.confidence(cosine).max(FLOOR);
+                (self.adult_confidence(cosine) >= threshold) != (child >= threshold)
+            }
+        }
     }
 
     /// Confidence of one scored pair (both faces found) and the map used:
-    /// the child map only when **both** ages are known and under the limit.
+    /// the child map only when **both** ages are known and the rule applies.
     pub fn confidence(&self, cosine: f32, ages: (Option<f32>, Option<f32>)) -> (f64, Map) {
-        let (conf, map) = match (&self.child, ages) {
-            (Some((child, limit)), (Some(a), Some(b))) if a < *limit && b < *limit => {
-                (child.confidence(cosine), Map::Child)
+        match (&self.child, ages) {
+            (Some(c), (Some(a), Some(b))) if c.applies(a, b) => {
+                (c.map.confidence(cosine).max(FLOOR), Map::Child)
             }
-            _ => (self.adult.confidence(cosine), Map::Adult),
-        };
-        (conf.max(FLOOR), map)
+            _ => (self.adult_confidence(cosine), Map::Adult),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! The HTTP side only sees [`Engine`]: a cloneable handle to a bounded queue
 //! ([`pool`]) feeding worker threads that each own their ONNX Runtime sessions.
 pub mod age;
+pub mod age_pass;
 pub mod calibration;
 pub mod decode;
 pub mod detect;
@@ -20,6 +21,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use crate::config::Config;
+use age_pass::{AgePass, PairAges, Plan};
 use calibration::{Map, Policy};
 use pack::Pack;
 use pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models};
@@ -67,7 +69,9 @@ impl Side {
 /// The outcome of one compare, before the organisation's threshold is applied.
 #[derive(Debug, Clone)]
 pub struct Comparison {
-    /// Calibrated similarity 0–100, rounded to 2 decimals; 0 when either side has no face.
+    /// Calibrated similarity 0–100, rounded to 2 decimals; 0 when either side
+    /// has no face. The adult map's number unless the ages decided (see
+    /// [`age_pass`]): the decision at the threshold is the same either way.
     pub confidence: f64,
     /// Raw best cosine similarity (None when either side has no face).
     pub cosine: Option<f32>,
@@ -75,8 +79,11 @@ pub struct Comparison {
     pub target_face_detected: bool,
     /// Which calibration decided (None when either side has no face).
     pub map: Option<Map>,
-    /// Estimated ages of the source face and of the target face that decided.
+    /// Estimated ages of the source face and of the target face that decided
+    /// (`None` where the age pass did not run).
     pub ages: (Option<f32>, Option<f32>),
+    /// Whether the age pass ran, on which faces, and why.
+    pub age_pass: AgePass,
     /// Index of the target face that decided.
     pub target_face: Option<usize>,
     /// The faces found (source: the largest only, the one compared).
@@ -217,20 +224,24 @@ impl Engine {
         }
     }
 
-    /// Compares `source` (largest face) with every face of `target`; both
-    /// images are analysed in parallel on the pool. The target skips the age
-    /// pass: its ages matter only when the source is estimated a child, and
-    /// then the target is analysed again with it (a follow-up job), so the
-    /// decision is the one a full analysis of both gives.
-    pub async fn compare(&self, source: Bytes, target: Bytes) -> Result<Comparison, FacesError> {
+    /// Compares `source` (largest face) with every face of `target` for a
+    /// decision at `threshold`; both images are analysed in parallel on the
+    /// pool without the age pass, which then runs (a follow-up job on the
+    /// faces kept from the analyses) only when the ages can change a target
+    /// face's decision at `threshold` ([`age_pass`]).
+    pub async fn compare(
+        &self,
+        source: Bytes,
+        target: Bytes,
+        threshold: f64,
+    ) -> Result<Comparison, FacesError> {
         // Both places at once: a compare is never half queued.
         let mut tp = self.pool.reserve(2).map_err(submit_error)?;
         let mut sp = tp.split_one();
-        let again = target.clone();
         // A failed source ends the compare at once (the target's job, if not
         // started, is dropped); a failed target still waits for the source,
         // whose error is the one reported when both are bad.
-        let s_fut = self.analyze_on(&mut sp, Side::Source, source, 1, Depth::Compare);
+        let s_fut = self.analyze_on(&mut sp, Side::Source, source, 1, Depth::Embeddings);
         let t_fut = self.analyze_on(
             &mut tp,
             Side::Target,
@@ -239,29 +250,42 @@ impl Engine {
             Depth::Embeddings,
         );
         tokio::pin!(s_fut, t_fut);
-        let ((s, sq), (mut t, tq)) = tokio::select! {
+        let ((s, sq), (t, tq)) = tokio::select! {
             s = &mut s_fut => { let s = s?; (s, t_fut.await?) }
             t = &mut t_fut => { let s = s_fut.await?; (s, t?) }
         };
         let mut timings = StageTimings::default();
         timings.add(&s, sq);
         timings.add(&t, tq);
-        if !t.faces.is_empty() && self.policy.needs_target_ages(s.ages.first().copied()) {
-            let mut place = self.pool.reserve_follow_up();
-            let (full, q) = self
-                .analyze_on(
-                    &mut place,
-                    Side::Target,
-                    again,
-                    MAX_TARGET_FACES,
-                    Depth::Compare,
-                )
-                .await?;
-            timings.add(&full, q);
-            crate::telemetry::TARGET_AGE_RERUNS.inc();
-            t = full;
+        let (ages, pass) = match age_pass::plan(&self.policy, &s, &t, threshold) {
+            Plan::Skip(pass) => (PairAges::default(), pass),
+            Plan::Run(job) => {
+                let mut place = self.pool.reserve_follow_up();
+                let (result, queued) = self
+                    .pool
+                    .run(&mut place, move |models, _| {
+                        let started = std::time::Instant::now();
+                        let r = job.run(models).map_err(AnalyzeError::Engine)?;
+                        Ok((r, started.elapsed()))
+                    })
+                    .await
+                    .map_err(submit_error)?;
+                let ((ages, pass), took) =
+                    result.map_err(|e| FacesError::Internal(format!("age pass: {e}")))?;
+                timings.queue += queued;
+                timings.age += took;
+                (ages, pass)
+            }
+        };
+        if let Some(ran) = pass.ran() {
+            let counter = if ran {
+                &crate::telemetry::AGE_PASSES_RUN
+            } else {
+                &crate::telemetry::AGE_PASSES_SKIPPED
+            };
+            counter.inc();
         }
-        let c = score(&self.policy, &s, &t, timings);
+        let c = score_with(&self.policy, &s, &t, &ages, pass, timings);
         if c.map == Some(Map::Child) {
             crate::telemetry::CHILD_CALIBRATION_PAIRS.inc();
         }
@@ -305,17 +329,37 @@ fn submit_error(e: SubmitError) -> FacesError {
 /// One target face through the policy: cosine, confidence, map, (source age, target age).
 type Scored = (f32, f64, Map, (Option<f32>, Option<f32>));
 
-/// The API's rule: the largest source face against every target face, each
-/// pair through the policy (child map when both are estimated children), the
-/// highest confidence wins; 0 when either side has no face, at least
-/// [`calibration::FLOOR`] when both have one.
+/// The API's rule on two full analyses (every face's age estimated): see [`score_with`].
 pub fn score(
     policy: &Policy,
     source: &Analysis,
     target: &Analysis,
     timings: StageTimings,
 ) -> Comparison {
-    let src_age = source.ages.first().copied();
+    let ages = PairAges::of(source, target);
+    let pass = if policy.child.is_none() {
+        AgePass::NoAgeModel
+    } else if source.embeddings.is_empty() || target.embeddings.is_empty() {
+        AgePass::NoFace
+    } else {
+        AgePass::Full
+    };
+    score_with(policy, source, target, &ages, pass, timings)
+}
+
+/// The API's rule: the largest source face against every target face, each
+/// pair through the policy with the ages known (child map when the child
+/// rule applies to both faces' estimates), the highest confidence wins; 0
+/// when either side has no face, at least [`calibration::FLOOR`] when both
+/// have one.
+pub fn score_with(
+    policy: &Policy,
+    source: &Analysis,
+    target: &Analysis,
+    ages: &PairAges,
+    age_pass: AgePass,
+    timings: StageTimings,
+) -> Comparison {
     // Every target face through the policy, in target order.
     let scored: Vec<Scored> = match source.embeddings.first() {
         None => Vec::new(),
@@ -325,9 +369,9 @@ pub fn score(
             .enumerate()
             .map(|(i, t)| {
                 let cos = embed::cosine(s, t);
-                let ages = (src_age, target.ages.get(i).copied());
-                let (conf, map) = policy.confidence(cos, ages);
-                (cos, conf, map, ages)
+                let pair = (ages.source, ages.target.get(i).copied().flatten());
+                let (conf, map) = policy.confidence(cos, pair);
+                (cos, conf, map, pair)
             })
             .collect(),
     };
@@ -336,6 +380,14 @@ pub fn score(
         .iter()
         .enumerate()
         .max_by(|(_, a), (_, b)| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+    let mut source_report = ImageReport::from_analysis(source);
+    let mut target_report = ImageReport::from_analysis(target);
+    if let Some(f) = source_report.faces.first_mut() {
+        f.age = ages.source;
+    }
+    for (f, a) in target_report.faces.iter_mut().zip(&ages.target) {
+        f.age = *a;
+    }
     Comparison {
         confidence: best.map(|b| b.1.1).unwrap_or(0.0),
         cosine: best.map(|b| b.1.0),
@@ -343,9 +395,10 @@ pub fn score(
         target_face_detected: !target.embeddings.is_empty(),
         map: best.map(|b| b.1.2),
         ages: best.map(|b| b.1.3).unwrap_or((None, None)),
+        age_pass,
         target_face: best.map(|b| b.0),
-        source: ImageReport::from_analysis(source),
-        target: ImageReport::from_analysis(target),
+        source: source_report,
+        target: target_report,
         target_confidences: scored.iter().map(|s| s.1).collect(),
         timings,
     }

@@ -57,8 +57,13 @@ pub struct AgeSpec {
     pub size: u32,
     /// The crop is a square this many times the detector box's longer side.
     pub box_scale: f32,
-    /// Both faces estimated under this age: the child calibration applies.
+    /// One face estimated under this age and the other under it plus
+    /// `child_age_margin`: the child calibration applies.
     pub child_age_limit: f32,
+    /// Years above the limit the older face of a child pair may be estimated
+    /// (the estimator's error near the limit; 0 when absent: both under the limit).
+    #[serde(default)]
+    pub child_age_margin: f32,
     /// The child map puts 80 at the cosine where the adult map gives this.
     pub child_80_at_adult: f64,
 }
@@ -128,9 +133,11 @@ impl Pack {
             Some(a) => {
                 ensure!(
                     a.child_age_limit > 0.0
+                        && a.child_age_margin >= 0.0
+                        && a.child_age_margin.is_finite()
                         && a.child_80_at_adult > 80.0
                         && a.child_80_at_adult < 100.0,
-                    "model pack {name:?}: age: child_age_limit must be > 0 and child_80_at_adult between 80 and 100"
+                    "model pack {name:?}: age: child_age_limit must be > 0, child_age_margin >= 0 and child_80_at_adult between 80 and 100"
                 );
                 Some(read_verified(&dir, &a.file, &a.sha256)?.into())
             }

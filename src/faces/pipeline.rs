@@ -1,9 +1,14 @@
 //! One worker's models and the per-image pipeline: decode → orient → detect
 //! → align → embed.
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use image::RgbImage;
 
 use super::{
     age::AgeEstimator,
@@ -23,8 +28,12 @@ pub struct Analysis {
     /// Normalised embeddings, largest face first.
     pub embeddings: Vec<Vec<f32>>,
     pub faces: Vec<Face>,
-    /// Estimated age in years of each embedded face (empty when the pack has no age model).
+    /// Estimated age in years of each embedded face (empty when the pack has
+    /// no age model or the age pass was left for later).
     pub ages: Vec<f32>,
+    /// What a later age pass needs (analyses at [`Depth::Embeddings`] with an
+    /// age model and a face): the image is not decoded again for it.
+    pub age_input: Option<Arc<AgeInput>>,
     /// Image size after decode and orientation, and how far it was turned to find a face.
     pub size: (u32, u32),
     pub rotation: u16,
@@ -47,13 +56,29 @@ pub enum AnalyzeError {
     Abandoned,
 }
 
+/// Kept from an analysis for an age pass that may run later.
+#[derive(Debug)]
+pub enum AgeInput {
+    /// The decoded image (upright as the detector saw it).
+    Image(RgbImage),
+    /// The age crop of every face, in face order: a large image (PNGs are
+    /// decoded at full size) is not held for the whole compare.
+    Crops(Vec<Vec<f32>>),
+}
+
+/// Images up to this many pixels are kept whole for a later age pass
+/// (≈ 7.5 MB; JPEGs are decoded at reduced scale and stay under it); larger
+/// ones keep their faces' crops (≈ 0.6 MB each).
+pub const AGE_IMAGE_KEPT_MAX_PIXELS: u64 = 2_560_000;
+
 /// How far an image goes down the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
     /// Decode and detect: face boxes only (no embeddings, no ages).
     Boxes,
-    /// Boxes and embeddings, no age pass (a target whose source is an adult:
-    /// its ages cannot change the decision).
+    /// Boxes and embeddings; the age pass is left for later (a compare runs
+    /// it only when the ages can change the decision), with what it needs
+    /// kept in [`Analysis::age_input`].
     Embeddings,
     /// Everything a compare needs: embeddings and ages too.
     Compare,
@@ -163,16 +188,28 @@ impl Models {
         checkpoint()?;
         let t3 = Instant::now();
         // Every embedded face: the child rule needs the age of whichever pair scores best.
-        let ages = match &mut self.age {
-            Some(age) if depth == Depth::Compare => age.ages(&img, &faces)?,
-            _ => Vec::new(),
-        };
+        let size = img.dimensions();
+        let (mut ages, mut age_input) = (Vec::new(), None);
+        match &mut self.age {
+            Some(age) if depth == Depth::Compare => ages = age.ages(&img, &faces)?,
+            Some(age) if !faces.is_empty() => {
+                age_input = Some(Arc::new(
+                    if img.width() as u64 * img.height() as u64 <= AGE_IMAGE_KEPT_MAX_PIXELS {
+                        AgeInput::Image(img)
+                    } else {
+                        AgeInput::Crops(faces.iter().map(|f| age.crop(&img, f)).collect())
+                    },
+                ))
+            }
+            _ => {}
+        }
         let t4 = Instant::now();
         Ok(Analysis {
             embeddings,
             faces,
             ages,
-            size: img.dimensions(),
+            age_input,
+            size,
             rotation,
             scale_denominator,
             decode: t1 - t0,
@@ -180,5 +217,34 @@ impl Models {
             embed: t3 - t2,
             age: t4 - t3,
         })
+    }
+
+    /// The age pass on some faces of an analysed image (`faces`: indices into
+    /// the analysis' faces, with the faces themselves).
+    pub fn ages_of(
+        &mut self,
+        input: &AgeInput,
+        faces: &[(usize, Face)],
+    ) -> anyhow::Result<Vec<f32>> {
+        let age = self
+            .age
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the pack has no age model"))?;
+        let crops: Vec<Vec<f32>> = match input {
+            AgeInput::Image(img) => faces.iter().map(|(_, f)| age.crop(img, f)).collect(),
+            AgeInput::Crops(all) => faces
+                .iter()
+                .map(|(i, _)| {
+                    all.get(*i)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no age crop for face {i}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        Ok(age
+            .probabilities(&crops)?
+            .iter()
+            .map(|p| super::age::expected_age(p))
+            .collect())
     }
 }

@@ -18,14 +18,15 @@ use tokio::sync::oneshot;
 
 use super::pipeline::{Analysis, AnalyzeError, Depth, Models};
 
+/// Work for one worker's models; given the abandon flag and the time it
+/// waited, it answers its caller and says whether it stopped abandoned.
+type Task = Box<dyn FnOnce(&mut Models, &AtomicBool, Duration) -> bool + Send>;
+
 struct Job {
     /// Set when the caller's future is dropped before the answer.
     abandoned: Arc<AtomicBool>,
-    bytes: Bytes,
-    max_faces: usize,
-    depth: Depth,
     enqueued: Instant,
-    reply: oneshot::Sender<(Result<Analysis, AnalyzeError>, Duration)>,
+    task: Task,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,23 +107,9 @@ impl Pool {
                             continue;
                         }
                         let waited = job.enqueued.elapsed();
-                        let result = catch_unwind(AssertUnwindSafe(|| {
-                            models.analyze_unless(
-                                &job.bytes,
-                                job.max_faces,
-                                job.depth,
-                                &job.abandoned,
-                            )
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(AnalyzeError::Engine(anyhow::anyhow!(
-                                "the face pipeline panicked"
-                            )))
-                        });
-                        if matches!(result, Err(AnalyzeError::Abandoned)) {
+                        if (job.task)(&mut models, &job.abandoned, waited) {
                             skipped.fetch_add(1, Ordering::Relaxed);
                         }
-                        let _ = job.reply.send((result, waited));
                     }
                 })
                 .expect("spawn inference worker");
@@ -148,9 +135,9 @@ impl Pool {
         })
     }
 
-    /// One place for a compare's follow-up image (its target again, with
-    /// the age pass): never refused, as the compare already held two places
-    /// and gave them back; the queue may run one over capacity meanwhile.
+    /// One place for a compare's follow-up job (its age pass): never
+    /// refused, as the compare already held two places and gave them back;
+    /// the queue may run one over capacity meanwhile.
     pub fn reserve_follow_up(&self) -> Reservation<'_> {
         self.depth.fetch_add(1, Ordering::Relaxed);
         Reservation {
@@ -167,17 +154,38 @@ impl Pool {
         max_faces: usize,
         depth: Depth,
     ) -> Result<(Result<Analysis, AnalyzeError>, Duration), SubmitError> {
-        assert!(place.left > 0, "a queue place is held for each image");
+        self.run(place, move |m, abandoned| {
+            m.analyze_unless(&bytes, max_faces, depth, abandoned)
+        })
+        .await
+    }
+
+    /// Queues `work` on a held place; resolves with its result (and how long
+    /// it waited) when a worker has run it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        place: &mut Reservation<'_>,
+        work: impl FnOnce(&mut Models, &AtomicBool) -> Result<T, AnalyzeError> + Send + 'static,
+    ) -> Result<(Result<T, AnalyzeError>, Duration), SubmitError> {
+        assert!(place.left > 0, "a queue place is held for each job");
         let (reply, rx) = oneshot::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
+        let task: Task = Box::new(move |models, abandoned, waited| {
+            let result =
+                catch_unwind(AssertUnwindSafe(|| work(models, abandoned))).unwrap_or_else(|_| {
+                    Err(AnalyzeError::Engine(anyhow::anyhow!(
+                        "the face pipeline panicked"
+                    )))
+                });
+            let gave_up = matches!(result, Err(AnalyzeError::Abandoned));
+            let _ = reply.send((result, waited));
+            gave_up
+        });
         self.tx
             .send(Job {
                 abandoned: Arc::clone(&abandoned),
-                bytes,
-                max_faces,
-                depth,
                 enqueued: Instant::now(),
-                reply,
+                task,
             })
             .map_err(|_| SubmitError::Stopped)?;
         // From here the worker gives the place back when it takes the job.

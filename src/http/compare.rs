@@ -93,6 +93,7 @@ async fn process(
         idempotency_key: idem_key,
         deadline,
         request_id: current_request_id(),
+        threshold: None,
     };
     let render = |comparison: &Comparison, threshold: f64| {
         serde_json::to_string(&comparison.response(threshold))

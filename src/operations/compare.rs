@@ -31,6 +31,10 @@ pub struct CompareRequest {
     pub deadline: tokio::time::Instant,
     /// Recorded with the charge in the ledger.
     pub request_id: String,
+    /// The request's own threshold (Rekognition's `SimilarityThreshold`);
+    /// `None`: the organisation's. The engine runs the age pass only where
+    /// the ages can change the decision at it.
+    pub threshold: Option<f64>,
 }
 
 /// A finished compare.
@@ -91,7 +95,8 @@ impl From<AccountsError> for CompareError {
 }
 
 /// Runs one compare for `org`. `answer` renders the transport's body from the
-/// comparison and the organisation's threshold; it runs before the charge.
+/// comparison and the threshold (the request's, else the organisation's); it
+/// runs before the charge.
 pub async fn compare(
     app: &App,
     org: &Org,
@@ -104,7 +109,9 @@ pub async fn compare(
         idempotency_key,
         deadline,
         request_id,
+        threshold,
     } = req;
+    let threshold = threshold.unwrap_or(org.threshold.unwrap_or(app.config.threshold));
     let reservation = match idempotency_key {
         None => None,
         Some(key) => match app
@@ -143,7 +150,12 @@ pub async fn compare(
     }
 
     let (source, target) = until(deadline, client_gone, resolve_both(app, org, inputs)).await??;
-    let comparison = until(deadline, client_gone, app.engine.compare(source, target)).await??;
+    let comparison = until(
+        deadline,
+        client_gone,
+        app.engine.compare(source, target, threshold),
+    )
+    .await??;
     let t = &comparison.timings;
     for (stage, d) in [
         ("queue", t.queue),
@@ -158,7 +170,6 @@ pub async fn compare(
             "the engine returned a non-finite confidence".into(),
         ));
     }
-    let threshold = org.threshold.unwrap_or(app.config.threshold);
     let body = answer(&comparison, threshold)?;
 
     if cost > 0 {

@@ -265,9 +265,11 @@ async fn compare(
         idempotency_key: None,
         deadline,
         request_id: current_request_id(),
+        threshold: Some(threshold),
     };
-    let render = move |c: &Comparison, _org_threshold: f64| {
-        // Rekognition's threshold is the request's, not the organisation's.
+    let render = move |c: &Comparison, _threshold: f64| {
+        // Rekognition's threshold is the request's, not the organisation's
+        // (passed down above, so the age pass ran where it matters at it).
         let r = model::response(c, threshold, quality).ok_or(CompareError::NoSourceFace)?;
         serde_json::to_string(&r).map_err(|e| CompareError::Internal(e.to_string()))
     };

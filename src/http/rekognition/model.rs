@@ -333,6 +333,7 @@ mod tests {
             target_face_detected: true,
             map: None,
             ages: (None, None),
+            age_pass: crate::faces::age_pass::AgePass::NotNeeded,
             target_face: Some(0),
             source: ImageReport {
                 width: 100,
