@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
+pub mod quality;
 pub mod report;
 pub mod runtime;
 

@@ -132,6 +132,7 @@ mod tests {
                 score: 0.987_654,
                 landmarks: [[0.5, 0.5]; 6],
                 age: Some(31.0),
+                quality: None,
             }],
         };
         assert_eq!(

@@ -322,6 +322,7 @@ mod tests {
                 [0.5, 0.25],
             ],
             age: Some(30.0),
+            quality: None,
         }
     }
 
