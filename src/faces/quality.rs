@@ -28,8 +28,8 @@ const REGION: (u32, u32, u32, u32) = (28, 36, 84, 104);
 /// Sharpness: the ratio r = std(Laplacian) / std(luma) on the face region
 /// (scale-free: a darker or flatter copy of the same crop has the same r),
 /// mapped linearly from [`SHARP_FLOOR`] (0) to [`SHARP_CEIL`] (100).
-const SHARP_FLOOR: f64 = 0.05;
-const SHARP_CEIL: f64 = 0.60;
+const SHARP_FLOOR: f64 = 0.10;
+const SHARP_CEIL: f64 = 1.20;
 /// Added to the luma variance so that a flat (or black) crop reads as blurred,
 /// not as the ratio of two tiny numbers.
 const FLAT_VARIANCE: f64 = 4.0;
@@ -66,8 +66,7 @@ pub struct Pose {
 /// clockwise from the displayed image (degrees), so that roll is the
 /// displayed image's.
 pub fn measure(img: &RgbImage, face: &Face, scale: f32, turn: u16) -> Quality {
-    let crop = aligned_crop(img, face);
-    let (brightness, sharpness) = brightness_sharpness(&crop);
+    let (brightness, sharpness) = stats(&region_luma(img, &alignment(face)));
     let mut pose = pose(&face.keypoints);
     pose.roll = wrap_degrees(pose.roll - turn as f32);
     Quality {
@@ -78,9 +77,9 @@ pub fn measure(img: &RgbImage, face: &Face, scale: f32, turn: u16) -> Quality {
     }
 }
 
-/// The face warped onto the ArcFace template (four points: BlazeFace gives
-/// the mouth centre, which meets the mean of the two corners).
-pub fn aligned_crop(img: &RgbImage, face: &Face) -> RgbImage {
+/// The similarity taking the face onto the ArcFace template (four points:
+/// BlazeFace gives the mouth centre, which meets the mean of the two corners).
+fn alignment(face: &Face) -> Affine {
     let t = TEMPLATE;
     let dst = [
         t[0],
@@ -92,8 +91,12 @@ pub fn aligned_crop(img: &RgbImage, face: &Face) -> RgbImage {
         .iter()
         .map(|k| [k[0] as f64, k[1] as f64])
         .collect();
-    let m: Affine = geometry::similarity(&src, &dst);
-    geometry::warp(img, &m, CROP)
+    geometry::similarity(&src, &dst)
+}
+
+/// The whole aligned crop (what the default pack embeds), for looking at.
+pub fn aligned_crop(img: &RgbImage, face: &Face) -> RgbImage {
+    geometry::warp(img, &alignment(face), CROP)
 }
 
 /// Brightness and sharpness (0–100) of a [`CROP`]-sized aligned crop.
@@ -101,20 +104,64 @@ pub fn brightness_sharpness(crop: &RgbImage) -> (f32, f32) {
     let (x0, y0, x1, y1) = REGION;
     let w = crop.width() as usize;
     let raw = crop.as_raw();
-    let luma = |x: u32, y: u32| -> f64 {
-        let i = (y as usize * w + x as usize) * 3;
-        0.299 * raw[i] as f64 + 0.587 * raw[i + 1] as f64 + 0.114 * raw[i + 2] as f64
+    let luma = (y0 - 1..y1 + 1)
+        .flat_map(|y| (x0 - 1..x1 + 1).map(move |x| (y as usize * w + x as usize) * 3))
+        .map(|i| luma(raw[i] as f64, raw[i + 1] as f64, raw[i + 2] as f64))
+        .collect::<Vec<_>>();
+    stats(&luma)
+}
+
+fn luma(r: f64, g: f64, b: f64) -> f64 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+/// Luma of the crop's face [`REGION`] and a 1-px border (for the Laplacian),
+/// row-major, sampled straight from the image as [`geometry::warp`] samples
+/// it (bilinear, black outside): only the third of the crop that is read.
+fn region_luma(img: &RgbImage, m: &Affine) -> Vec<f64> {
+    let inv = m.invert().unwrap_or(Affine([0.0; 6]));
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let raw = img.as_raw();
+    let px = |x: i64, y: i64| -> f64 {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            return 0.0;
+        }
+        let i = ((y * w + x) * 3) as usize;
+        luma(raw[i] as f64, raw[i + 1] as f64, raw[i + 2] as f64)
     };
+    let (x0, y0, x1, y1) = REGION;
+    let mut out = Vec::with_capacity(((x1 - x0 + 2) * (y1 - y0 + 2)) as usize);
+    for v in y0 - 1..y1 + 1 {
+        for u in x0 - 1..x1 + 1 {
+            let [sx, sy] = inv.apply([u as f64, v as f64]);
+            if !(sx > -1.0 && sy > -1.0 && sx < w as f64 && sy < h as f64) {
+                out.push(0.0);
+                continue;
+            }
+            let (xi, yi) = (sx.floor() as i64, sy.floor() as i64);
+            let (fx, fy) = (sx - xi as f64, sy - yi as f64);
+            let top = px(xi, yi) + (px(xi + 1, yi) - px(xi, yi)) * fx;
+            let bottom = px(xi, yi + 1) + (px(xi + 1, yi + 1) - px(xi, yi + 1)) * fx;
+            out.push(top + (bottom - top) * fy);
+        }
+    }
+    out
+}
+
+/// Mean luma and the sharpness ratio of [`region_luma`]'s layout, on 0–100.
+fn stats(luma: &[f64]) -> (f32, f32) {
+    let (x0, y0, x1, y1) = REGION;
+    let lw = (x1 - x0 + 2) as usize;
+    let at = |x: usize, y: usize| luma[y * lw + x];
     let (mut n, mut sum, mut sum2) = (0.0, 0.0, 0.0);
     let (mut lsum, mut lsum2) = (0.0, 0.0);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let v = luma(x, y);
+    for y in 1..=(y1 - y0) as usize {
+        for x in 1..=(x1 - x0) as usize {
+            let v = at(x, y);
             n += 1.0;
             sum += v;
             sum2 += v * v;
-            // 4-neighbour Laplacian; the region stays 1 px inside the crop.
-            let lap = luma(x - 1, y) + luma(x + 1, y) + luma(x, y - 1) + luma(x, y + 1) - 4.0 * v;
+            let lap = at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1) - 4.0 * v;
             lsum += lap;
             lsum2 += lap * lap;
         }
@@ -127,9 +174,74 @@ pub fn brightness_sharpness(crop: &RgbImage) -> (f32, f32) {
     ((mean / 255.0 * 100.0) as f32, sharpness as f32)
 }
 
-/// The raw sharpness ratio (before the 0–100 mapping), for calibration.
-pub fn sharpness_ratio(sharpness: f32) -> f64 {
-    SHARP_FLOOR + sharpness as f64 / 100.0 * (SHARP_CEIL - SHARP_FLOOR)
+/// What a level asks of a face (Rekognition's QualityFilter; the try page's
+/// retake hints use [`HIGH`]). docs/quality.md gives the table and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub brightness: (f32, f32),
+    pub min_sharpness: f32,
+    pub min_size: f32,
+    pub max_yaw: f32,
+    pub max_pitch: f32,
+}
+
+pub const LOW: Level = Level {
+    brightness: (8.0, 98.0),
+    min_sharpness: 5.0,
+    min_size: 30.0,
+    max_yaw: 65.0,
+    max_pitch: 50.0,
+};
+pub const MEDIUM: Level = Level {
+    brightness: (15.0, 95.0),
+    min_sharpness: 12.0,
+    min_size: 50.0,
+    max_yaw: 50.0,
+    max_pitch: 40.0,
+};
+pub const HIGH: Level = Level {
+    brightness: (25.0, 90.0),
+    min_sharpness: 22.0,
+    min_size: 80.0,
+    max_yaw: 35.0,
+    max_pitch: 30.0,
+};
+
+/// Why a face falls short of a level, as stable codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    TooDark,
+    TooBright,
+    Blurred,
+    TooSmall,
+    Turned,
+}
+
+impl Quality {
+    pub fn problems(&self, level: &Level) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.brightness < level.brightness.0 {
+            out.push(Problem::TooDark);
+        }
+        if self.brightness > level.brightness.1 {
+            out.push(Problem::TooBright);
+        }
+        if self.sharpness < level.min_sharpness {
+            out.push(Problem::Blurred);
+        }
+        if self.size < level.min_size {
+            out.push(Problem::TooSmall);
+        }
+        if self.pose.yaw.abs() > level.max_yaw || self.pose.pitch.abs() > level.max_pitch {
+            out.push(Problem::Turned);
+        }
+        out
+    }
+
+    pub fn passes(&self, level: &Level) -> bool {
+        self.problems(level).is_empty()
+    }
 }
 
 /// Mean-face positions of BlazeFace's six keypoints in millimetres: x to the
@@ -160,22 +272,28 @@ pub fn pose(k: &[[f32; 2]; 6]) -> Pose {
         .iter()
         .map(|v| [c * v[0] + s * v[1], -(-s * v[0] + c * v[1])])
         .collect();
-    let best_of = |yaws: &[f64], pitches: &[f64]| {
-        let mut best = (f64::INFINITY, 0.0, 0.0);
-        for &yaw in yaws {
-            for &pitch in pitches {
+    let q: [[f64; 2]; 6] = std::array::from_fn(|i| q[i]);
+    // Coarse to fine: 10° over the whole range, then 1° and 0.25° around the best.
+    let mut best = (f64::INFINITY, 0.0, 0.0);
+    for (step, reach, yaw_max, pitch_max) in [(10.0, 9, 90.0, 60.0), (1.0, 10, 90.0, 90.0), (0.25, 4, 90.0, 90.0)] {
+        let (y0, p0) = (best.1, best.2);
+        for i in -reach..=reach {
+            let yaw = y0 + i as f64 * step;
+            if yaw.abs() > yaw_max {
+                continue;
+            }
+            for j in -reach..=reach {
+                let pitch = p0 + j as f64 * step;
+                if pitch.abs() > pitch_max {
+                    continue;
+                }
                 let e = fit_error(&q, yaw, pitch);
                 if e < best.0 {
                     best = (e, yaw, pitch);
                 }
             }
         }
-        best
-    };
-    let coarse: Vec<f64> = (-18..=18).map(|i| i as f64 * 5.0).collect();
-    let (_, y0, p0) = best_of(&coarse, &coarse[4..33]);
-    let around = |c: f64| (-10..=10).map(|i| c + i as f64 * 0.5).collect::<Vec<_>>();
-    let best = best_of(&around(y0), &around(p0));
+    }
     Pose {
         roll: roll.to_degrees() as f32,
         yaw: best.1.clamp(-90.0, 90.0) as f32,
@@ -185,20 +303,17 @@ pub fn pose(k: &[[f32; 2]; 6]) -> Pose {
 
 /// Residual of the best scale and shift mapping the mean face, turned by
 /// `yaw` then `pitch` (degrees), onto the keypoints `q` (roll removed, y up).
-fn fit_error(q: &[[f64; 2]], yaw: f64, pitch: f64) -> f64 {
+fn fit_error(q: &[[f64; 2]; 6], yaw: f64, pitch: f64) -> f64 {
     let (sy, cy) = yaw.to_radians().sin_cos();
     let (sp, cp) = pitch.to_radians().sin_cos();
-    let proj: Vec<[f64; 2]> = HEAD
-        .iter()
-        .map(|&[x, y, z]| {
+    let proj: [[f64; 2]; 6] = HEAD.map(|[x, y, z]| {
             // Yaw about the vertical axis (positive: nose to the image's right),
             // then pitch about the horizontal one (positive: chin up, so the
             // face's front moves up).
             let (x1, z1) = (x * cy + z * sy, -x * sy + z * cy);
             let y1 = y * cp + z1 * sp;
             [x1, y1]
-        })
-        .collect();
+        });
     let n = q.len() as f64;
     let mean = |v: &[[f64; 2]]| {
         let s = v.iter().fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
@@ -265,6 +380,64 @@ mod tests {
             assert!((p.yaw as f64 - yaw).abs() <= 0.5, "{p:?} vs yaw {yaw}");
             assert!((p.pitch as f64 - pitch).abs() <= 0.5, "{p:?} vs pitch {pitch}");
         }
+    }
+
+    #[test]
+    fn the_region_sampled_from_the_image_is_the_crops() {
+        let img = RgbImage::from_fn(300, 260, |x, y| {
+            let v = ((x as f32 / 7.0).sin() * 60.0 + (y as f32 / 5.0).cos() * 50.0 + 128.0) as u8;
+            image::Rgb([v, v / 2 + 40, 255 - v])
+        });
+        let face = Face {
+            bbox: [100.0, 80.0, 200.0, 190.0],
+            score: 0.9,
+            keypoints: [
+                [130.0, 120.0],
+                [172.0, 124.0],
+                [150.0, 145.0],
+                [149.0, 168.0],
+                [105.0, 125.0],
+                [195.0, 130.0],
+            ],
+        };
+        let (b, s) = brightness_sharpness(&aligned_crop(&img, &face));
+        let q = measure(&img, &face, 2.0, 0);
+        assert!((q.brightness - b).abs() < 0.3, "{q:?} vs {b}");
+        assert!((q.sharpness - s).abs() < 2.0, "{q:?} vs {s}");
+        assert_eq!(q.size, 220.0);
+    }
+
+    #[test]
+    fn levels_name_what_falls_short() {
+        let good = Quality {
+            brightness: 55.0,
+            sharpness: 60.0,
+            size: 300.0,
+            pose: Pose {
+                roll: 20.0,
+                yaw: 10.0,
+                pitch: -5.0,
+            },
+        };
+        for level in [LOW, MEDIUM, HIGH] {
+            assert!(good.passes(&level));
+        }
+        let dark_blurred = Quality {
+            brightness: 20.0,
+            sharpness: 15.0,
+            ..good
+        };
+        assert_eq!(
+            dark_blurred.problems(&HIGH),
+            [Problem::TooDark, Problem::Blurred]
+        );
+        assert!(dark_blurred.passes(&MEDIUM));
+        let turned = Quality {
+            pose: Pose { yaw: -40.0, ..good.pose },
+            ..good
+        };
+        assert_eq!(turned.problems(&HIGH), [Problem::Turned]);
+        assert!(turned.passes(&MEDIUM));
     }
 
     #[test]
