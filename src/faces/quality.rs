@@ -193,7 +193,7 @@ pub const LOW: Level = Level {
     max_pitch: 50.0,
 };
 pub const MEDIUM: Level = Level {
-    brightness: (15.0, 95.0),
+    brightness: (16.0, 95.0),
     min_sharpness: 12.0,
     min_size: 50.0,
     max_yaw: 50.0,
