@@ -105,7 +105,10 @@ fn rotated(img: &RgbImage, deg: f32) -> RgbImage {
             return Rgb([128, 128, 128]);
         }
         let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
-        let (x1, y1) = ((x0 + 1).min(img.width() - 1), (y0 + 1).min(img.height() - 1));
+        let (x1, y1) = (
+            (x0 + 1).min(img.width() - 1),
+            (y0 + 1).min(img.height() - 1),
+        );
         let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
         let mut px = [0u8; 3];
         for (k, out) in px.iter_mut().enumerate() {

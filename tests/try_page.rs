@@ -626,7 +626,9 @@ async fn a_person_tries_two_photos_in_chromium() {
         p.0 = p.0.map(|c| (c as f32 * 0.25) as u8);
     }
     img.save(&dark).unwrap();
-    browser.upload("#source-file", &dark.display().to_string()).await;
+    browser
+        .upload("#source-file", &dark.display().to_string())
+        .await;
     browser
         .upload("#target-file", &fixture_path("obama2.jpg"))
         .await;

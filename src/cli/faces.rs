@@ -22,7 +22,7 @@ use crate::{
         calibration::{self, Map, Policy},
         pack::Pack,
         pipeline::{Analysis, AnalyzeError, MAX_TARGET_FACES, Models},
-        score,
+        quality, score,
     },
 };
 
@@ -66,7 +66,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 })
                 .collect::<Vec<_>>()
         };
-        let explain = serde_json::json!({
+        let mut explain = serde_json::json!({
             "pack": pack.manifest.name,
             "source": {"faces": faces(&source), "rotation": source.rotation},
             "target": {"faces": faces(&target), "rotation": target.rotation},
@@ -76,6 +76,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             "calibration": comparison.map,
             "childAgeLimit": pack.manifest.age.as_ref().map(|a| a.child_age_limit),
         });
+        explain["quality"] = quality_explain(&source, &target);
         eprintln!("{}", serde_json::to_string_pretty(&explain)?);
     }
     println!(
@@ -83,6 +84,36 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         serde_json::to_string(&comparison.response(threshold))?
     );
     Ok(())
+}
+
+/// `--explain`'s quality part: each face's measures (docs/quality.md), the
+/// QualityFilter levels it passes and what keeps it from HIGH.
+fn quality_explain(source: &Analysis, target: &Analysis) -> serde_json::Value {
+    let faces = |a: &Analysis| {
+        a.qualities
+            .iter()
+            .map(|q| {
+                let passes: Vec<&str> = [
+                    ("LOW", &quality::LOW),
+                    ("MEDIUM", &quality::MEDIUM),
+                    ("HIGH", &quality::HIGH),
+                ]
+                .into_iter()
+                .filter(|(_, l)| q.passes(l))
+                .map(|(name, _)| name)
+                .collect();
+                serde_json::json!({
+                    "brightness": q.brightness,
+                    "sharpness": q.sharpness,
+                    "size": q.size,
+                    "pose": q.pose,
+                    "passes": passes,
+                    "problems": q.problems(&quality::HIGH),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({"source": faces(source), "target": faces(target)})
 }
 
 /// Analyses `paths` on `workers` threads, each with its own models.

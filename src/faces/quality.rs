@@ -275,7 +275,11 @@ pub fn pose(k: &[[f32; 2]; 6]) -> Pose {
     let q: [[f64; 2]; 6] = std::array::from_fn(|i| q[i]);
     // Coarse to fine: 10° over the whole range, then 1° and 0.25° around the best.
     let mut best = (f64::INFINITY, 0.0, 0.0);
-    for (step, reach, yaw_max, pitch_max) in [(10.0, 9, 90.0, 60.0), (1.0, 10, 90.0, 90.0), (0.25, 4, 90.0, 90.0)] {
+    for (step, reach, yaw_max, pitch_max) in [
+        (10.0, 9, 90.0, 60.0),
+        (1.0, 10, 90.0, 90.0),
+        (0.25, 4, 90.0, 90.0),
+    ] {
         let (y0, p0) = (best.1, best.2);
         for i in -reach..=reach {
             let yaw = y0 + i as f64 * step;
@@ -307,13 +311,13 @@ fn fit_error(q: &[[f64; 2]; 6], yaw: f64, pitch: f64) -> f64 {
     let (sy, cy) = yaw.to_radians().sin_cos();
     let (sp, cp) = pitch.to_radians().sin_cos();
     let proj: [[f64; 2]; 6] = HEAD.map(|[x, y, z]| {
-            // Yaw about the vertical axis (positive: nose to the image's right),
-            // then pitch about the horizontal one (positive: chin up, so the
-            // face's front moves up).
-            let (x1, z1) = (x * cy + z * sy, -x * sy + z * cy);
-            let y1 = y * cp + z1 * sp;
-            [x1, y1]
-        });
+        // Yaw about the vertical axis (positive: nose to the image's right),
+        // then pitch about the horizontal one (positive: chin up, so the
+        // face's front moves up).
+        let (x1, z1) = (x * cy + z * sy, -x * sy + z * cy);
+        let y1 = y * cp + z1 * sp;
+        [x1, y1]
+    });
     let n = q.len() as f64;
     let mean = |v: &[[f64; 2]]| {
         let s = v.iter().fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
@@ -331,7 +335,11 @@ fn fit_error(q: &[[f64; 2]; 6], yaw: f64, pitch: f64) -> f64 {
         den += bx * bx + by * by;
         qq += ax * ax + ay * ay;
     }
-    let explained = if den > 0.0 { (re * re + im * im) / den } else { 0.0 };
+    let explained = if den > 0.0 {
+        (re * re + im * im) / den
+    } else {
+        0.0
+    };
     (qq - explained) / qq.max(1e-12)
 }
 
@@ -359,7 +367,10 @@ mod tests {
             let y1 = y * cp + z1 * sp;
             // to image pixels (y down), 1.5 px/mm, turned clockwise by roll
             let (u, v) = (x1 * 1.5, -y1 * 1.5);
-            [(400.0 + cr * u - sr * v) as f32, (300.0 + sr * u + cr * v) as f32]
+            [
+                (400.0 + cr * u - sr * v) as f32,
+                (300.0 + sr * u + cr * v) as f32,
+            ]
         })
     }
 
@@ -378,7 +389,10 @@ mod tests {
             let tol = if yaw * pitch == 0.0 { 0.01 } else { 12.0 };
             assert!((p.roll as f64 - roll).abs() < tol, "{p:?} vs roll {roll}");
             assert!((p.yaw as f64 - yaw).abs() <= 0.5, "{p:?} vs yaw {yaw}");
-            assert!((p.pitch as f64 - pitch).abs() <= 0.5, "{p:?} vs pitch {pitch}");
+            assert!(
+                (p.pitch as f64 - pitch).abs() <= 0.5,
+                "{p:?} vs pitch {pitch}"
+            );
         }
     }
 
@@ -433,7 +447,10 @@ mod tests {
         );
         assert!(dark_blurred.passes(&MEDIUM));
         let turned = Quality {
-            pose: Pose { yaw: -40.0, ..good.pose },
+            pose: Pose {
+                yaw: -40.0,
+                ..good.pose
+            },
             ..good
         };
         assert_eq!(turned.problems(&HIGH), [Problem::Turned]);

@@ -206,7 +206,9 @@ mod tests {
         assert_eq!(fields("DetectResponse"), ["faces", "height", "width"]);
         assert_eq!(
             fields("FaceBox"),
-            ["height", "left", "problems", "quality", "score", "top", "width"]
+            [
+                "height", "left", "problems", "quality", "score", "top", "width"
+            ]
         );
         assert_eq!(
             fields("FaceQuality"),

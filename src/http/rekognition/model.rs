@@ -410,7 +410,10 @@ mod tests {
         assert_eq!((r.face_matches.len(), r.unmatched_faces.len()), (1, 1));
         // HIGH also drops the softer one (sharpness 18: MEDIUM's 12 passes, HIGH's 22 not).
         let high = response(&comparison(), 95.0, QualityFilter::High).unwrap();
-        assert_eq!((high.face_matches.len(), high.unmatched_faces.len()), (1, 0));
+        assert_eq!(
+            (high.face_matches.len(), high.unmatched_faces.len()),
+            (1, 0)
+        );
         // Through the wire text: f32 fields print as their shortest form (0.1).
         let json: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
@@ -420,8 +423,14 @@ mod tests {
             "eyeLeft"
         );
         let matched = &json["FaceMatches"][0]["Face"];
-        assert_eq!(matched["Pose"], serde_json::json!({"Roll": -3.25, "Yaw": 12.5, "Pitch": -4.0}));
-        assert_eq!(matched["Quality"], serde_json::json!({"Brightness": 55.0, "Sharpness": 70.0}));
+        assert_eq!(
+            matched["Pose"],
+            serde_json::json!({"Roll": -3.25, "Yaw": 12.5, "Pitch": -4.0})
+        );
+        assert_eq!(
+            matched["Quality"],
+            serde_json::json!({"Brightness": 55.0, "Sharpness": 70.0})
+        );
         // Rekognition's ComparedSourceImageFace has only a box and a confidence.
         assert!(json["SourceImageFace"].get("Quality").is_none());
         let mut no_face = comparison();
