@@ -153,6 +153,7 @@
     SIDES.forEach(function (side) {
       clearBoxes(side);
       $(side + '-faces').textContent = '';
+      $(side + '-quality').textContent = '';
     });
     try {
       /* The outlines come from the uncharged detect calls, made alongside
