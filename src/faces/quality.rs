@@ -26,8 +26,10 @@ const TEMPLATE: [[f64; 2]; 5] = [
 const REGION: (u32, u32, u32, u32) = (28, 36, 84, 104);
 
 /// Sharpness: the ratio r = std(Laplacian) / std(luma) on the face region
-/// (scale-free: a darker or flatter copy of the same crop has the same r),
-/// mapped linearly from [`SHARP_FLOOR`] (0) to [`SHARP_CEIL`] (100).
+/// (scale-free: a darker or flatter copy of the same crop has nearly the same
+/// r, until clipping or the [`FLAT_VARIANCE`] term matter), mapped linearly
+/// from [`SHARP_FLOOR`] (0) to [`SHARP_CEIL`] (100). Fitted on tests/quality.rs:
+/// unblurred faces read r 0.45–1.4, a Gaussian blur of σ 1 crop pixel 0.2–0.45.
 const SHARP_FLOOR: f64 = 0.10;
 const SHARP_CEIL: f64 = 1.20;
 /// Added to the luma variance so that a flat (or black) crop reads as blurred,
