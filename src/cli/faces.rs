@@ -102,11 +102,16 @@ fn quality_explain(source: &Analysis, target: &Analysis) -> serde_json::Value {
                 .filter(|(_, l)| q.passes(l))
                 .map(|(name, _)| name)
                 .collect();
+                let tenth = |v: f32| (v as f64 * 10.0).round() / 10.0;
                 serde_json::json!({
-                    "brightness": q.brightness,
-                    "sharpness": q.sharpness,
-                    "size": q.size,
-                    "pose": q.pose,
+                    "brightness": tenth(q.brightness),
+                    "sharpness": tenth(q.sharpness),
+                    "size": q.size.round() as f64,
+                    "pose": {
+                        "roll": tenth(q.pose.roll),
+                        "yaw": tenth(q.pose.yaw),
+                        "pitch": tenth(q.pose.pitch),
+                    },
                     "passes": passes,
                     "problems": q.problems(&quality::HIGH),
                 })
