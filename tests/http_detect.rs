@@ -31,8 +31,9 @@ async fn detect_json(s: &Server, key: &str, body: Value) -> Resp {
     .await
 }
 
-/// Checks the 200 shape (exactly width, height, faces; each face exactly
-/// five numbers in 0–1, largest first) and returns the faces.
+/// Checks the 200 shape (exactly width, height, faces; each face five
+/// numbers in 0–1, its quality and its problems, largest first) and returns
+/// the faces.
 fn assert_detect_ok(r: &Resp) -> Vec<Value> {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
@@ -48,7 +49,28 @@ fn assert_detect_ok(r: &Resp) -> Vec<Value> {
     for f in &faces {
         let mut keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["height", "left", "score", "top", "width"], "{f}");
+        assert_eq!(
+            keys,
+            [
+                "height", "left", "problems", "quality", "score", "top", "width"
+            ],
+            "{f}"
+        );
+        let q = &f["quality"];
+        let mut qkeys: Vec<&str> = q.as_object().unwrap().keys().map(String::as_str).collect();
+        qkeys.sort_unstable();
+        assert_eq!(
+            qkeys,
+            ["brightness", "pitch", "roll", "sharpness", "size", "yaw"],
+            "{f}"
+        );
+        let m = |k: &str| q[k].as_f64().unwrap_or_else(|| panic!("{k} in {f}"));
+        for k in ["brightness", "sharpness"] {
+            assert!((0.0..=100.0).contains(&m(k)), "{k} out of 0–100: {f}");
+        }
+        assert!(m("size") > 0.0 && m("roll").abs() <= 180.0, "{f}");
+        assert!(m("yaw").abs() <= 90.0 && m("pitch").abs() <= 90.0, "{f}");
+        assert!(f["problems"].is_array(), "{f}");
         let n = |k: &str| f[k].as_f64().unwrap_or_else(|| panic!("{k} in {f}"));
         for k in ["left", "top", "width", "height", "score"] {
             assert!((0.0..=1.0).contains(&n(k)), "{k} out of 0–1: {f}");
@@ -113,6 +135,70 @@ async fn boxes_for_a_face_none_for_a_rocket_and_nothing_charged() {
         assert_detect_ok(&detect(s, Some(&paid.key), &photo).await);
     }
     assert_eq!(s.balance(&paid).await, 5);
+}
+
+/// The measures of docs/quality.md per face: a clear photo has no problems;
+/// darker, blurred, smaller and turned copies move the right measure and
+/// name the right problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_per_face_and_retake_problems() {
+    let s = server(Backend::Sqlite);
+    let org = s.org(0).await;
+    let photo = fixture("obama.jpg");
+    let first = |r: &Resp| assert_detect_ok(r).remove(0);
+    let clear = first(&detect(s, Some(&org.key), &photo).await);
+    assert_eq!(clear["problems"], serde_json::json!([]), "{clear}");
+    let q = |f: &Value, k: &str| f["quality"][k].as_f64().unwrap();
+    // Size is in pixels of the original image: the box's longer side.
+    let (w, h) = images::decode(&photo).to_rgb8().dimensions();
+    let side = (clear["width"].as_f64().unwrap() * w as f64)
+        .max(clear["height"].as_f64().unwrap() * h as f64);
+    assert!((q(&clear, "size") - side).abs() <= 2.0, "{clear} vs {side}");
+
+    let dark = first(&detect(s, Some(&org.key), &images::degraded_jpeg(&photo, 0.0, 0.3)).await);
+    assert!(
+        q(&dark, "brightness") < q(&clear, "brightness") * 0.4,
+        "{dark}"
+    );
+    assert_eq!(dark["problems"], serde_json::json!(["too_dark"]), "{dark}");
+    let bright = first(&detect(s, Some(&org.key), &images::degraded_jpeg(&photo, 0.0, 2.2)).await);
+    assert!(
+        q(&bright, "brightness") > q(&clear, "brightness"),
+        "{bright}"
+    );
+    let blurred = first(&detect(s, Some(&org.key), &images::degraded_jpeg(&photo, 5.0, 1.0)).await);
+    assert!(
+        q(&blurred, "sharpness") < q(&clear, "sharpness") / 3.0,
+        "{blurred}"
+    );
+    assert_eq!(
+        blurred["problems"],
+        serde_json::json!(["blurred"]),
+        "{blurred}"
+    );
+
+    // A quarter of the size: a quarter of the pixels across, and the face
+    // enlarged into the crop reads softer.
+    let img = images::decode(&photo);
+    let small = img.resize(w / 4, h / 4, image::imageops::FilterType::Triangle);
+    let small = first(&detect(s, Some(&org.key), &images::jpeg(&small, 92)).await);
+    let ratio = q(&small, "size") / q(&clear, "size");
+    assert!((0.2..0.3).contains(&ratio), "{small}: {ratio}");
+    assert!(q(&small, "sharpness") < q(&clear, "sharpness"), "{small}");
+    assert!(
+        small["problems"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("too_small")),
+        "{small}"
+    );
+
+    // Turned a quarter turn: roll follows (the detector finds it turned back).
+    let turned = images::jpeg(&img.rotate90(), 92);
+    let turned = first(&detect(s, Some(&org.key), &turned).await);
+    let roll = q(&turned, "roll") - q(&clear, "roll");
+    assert!((roll - 90.0).abs() < 5.0, "{turned}: roll moved {roll}");
+    assert_eq!(s.balance(&org).await, 0, "never charged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

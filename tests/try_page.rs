@@ -617,4 +617,25 @@ async fn a_person_tries_two_photos_in_chromium() {
         "a test pattern is not Obama: {outcome:?}"
     );
     assert_eq!(s.balance(&org).await, 6);
+
+    // A poor capture gets a plain-language retake hint (docs/quality.md); a
+    // clear one none.
+    let dark = std::env::temp_dir().join(format!("facecompare-dark-{}.jpg", std::process::id()));
+    let mut img = image::open(fixture_path("obama.jpg")).unwrap().to_rgb8();
+    for p in img.pixels_mut() {
+        p.0 = p.0.map(|c| (c as f32 * 0.25) as u8);
+    }
+    img.save(&dark).unwrap();
+    browser
+        .upload("#source-file", &dark.display().to_string())
+        .await;
+    browser
+        .upload("#target-file", &fixture_path("obama2.jpg"))
+        .await;
+    browser.submit_and_wait().await;
+    let hint = browser.text("#source-quality").await;
+    assert!(hint.contains("The selfie is too dark"), "{hint}");
+    assert_eq!(browser.text("#target-quality").await, "");
+    let _ = std::fs::remove_file(&dark);
+    assert_eq!(s.balance(&org).await, 5);
 }

@@ -24,7 +24,7 @@ use crate::{
         embed::cosine,
         pack::Pack,
         pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models},
-        score, score_with,
+        quality, score, score_with,
     },
 };
 
@@ -91,7 +91,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 .map(|(rf, f)| serde_json::json!({"box": f.bbox, "score": f.score, "age": rf.age}))
                 .collect::<Vec<_>>()
         };
-        let explain = serde_json::json!({
+        let mut explain = serde_json::json!({
             "pack": pack.manifest.name,
             "threshold": threshold,
             "source": {"faces": faces(&comparison.source, &source), "rotation": source.rotation},
@@ -104,6 +104,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             "childAgeMargin": pack.manifest.age.as_ref().map(|a| a.child_age_margin),
             "agePass": explain_age_pass(&policy, &source, &target, &comparison, threshold),
         });
+        explain["quality"] = quality_explain(&source, &target);
         eprintln!("{}", serde_json::to_string_pretty(&explain)?);
     }
     println!(
@@ -194,6 +195,41 @@ fn explain_age_pass(
         "agesDecided": decided,
         "targetFaces": (0..cosines.len()).map(maps).collect::<Vec<_>>(),
     })
+}
+
+/// `--explain`'s quality part: each face's measures (docs/quality.md), the
+/// QualityFilter levels it passes and what keeps it from HIGH.
+fn quality_explain(source: &Analysis, target: &Analysis) -> serde_json::Value {
+    let faces = |a: &Analysis| {
+        a.qualities
+            .iter()
+            .map(|q| {
+                let passes: Vec<&str> = [
+                    ("LOW", &quality::LOW),
+                    ("MEDIUM", &quality::MEDIUM),
+                    ("HIGH", &quality::HIGH),
+                ]
+                .into_iter()
+                .filter(|(_, l)| q.passes(l))
+                .map(|(name, _)| name)
+                .collect();
+                let tenth = |v: f32| (v as f64 * 10.0).round() / 10.0;
+                serde_json::json!({
+                    "brightness": tenth(q.brightness),
+                    "sharpness": tenth(q.sharpness),
+                    "size": q.size.round() as f64,
+                    "pose": {
+                        "roll": tenth(q.pose.roll),
+                        "yaw": tenth(q.pose.yaw),
+                        "pitch": tenth(q.pose.pitch),
+                    },
+                    "passes": passes,
+                    "problems": q.problems(&quality::HIGH),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({"source": faces(source), "target": faces(target)})
 }
 
 /// Analyses `paths` on `workers` threads, each with its own models.

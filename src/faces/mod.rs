@@ -13,6 +13,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod pool;
 pub mod reencode;
+pub mod quality;
 pub mod report;
 pub mod runtime;
 

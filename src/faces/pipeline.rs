@@ -16,6 +16,7 @@ use super::{
     detect::{Detector, Face},
     embed::Embedder,
     pack::Pack,
+    quality::{self, Quality},
     runtime,
 };
 
@@ -28,6 +29,8 @@ pub struct Analysis {
     /// Normalised embeddings, largest face first.
     pub embeddings: Vec<Vec<f32>>,
     pub faces: Vec<Face>,
+    /// Brightness, sharpness, size and pose of each face, same order.
+    pub qualities: Vec<Quality>,
     /// Estimated age in years of each embedded face (empty when the pack has
     /// no age model or the age pass was left for later).
     pub ages: Vec<f32>,
@@ -170,9 +173,15 @@ impl Models {
         let t1 = Instant::now();
         let (img, mut faces, rotation) = self.detector.faces_any_rotation(decoded.image)?;
         faces.truncate(max_faces.max(1));
+        // ~140 µs a face (the aligned crop's face region, sampled once): every depth.
+        let qualities = faces
+            .iter()
+            .map(|f| quality::measure(&img, f, scale_denominator as f32, rotation))
+            .collect();
         if depth == Depth::Boxes {
             return Ok(Analysis {
                 faces,
+                qualities,
                 size: img.dimensions(),
                 rotation,
                 scale_denominator,
@@ -207,6 +216,7 @@ impl Models {
         Ok(Analysis {
             embeddings,
             faces,
+            qualities,
             ages,
             age_input,
             size,

@@ -4,7 +4,7 @@
 //! face. Both protocols and the try page draw from this, never from pixels.
 use serde::Serialize;
 
-use super::pipeline::Analysis;
+use super::{pipeline::Analysis, quality::Quality};
 
 /// One detected face.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +21,9 @@ pub struct FaceReport {
     /// Estimated age in years (packs with an age model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age: Option<f32>,
+    /// Brightness, sharpness, size and pose (see [`super::quality`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
 }
 
 /// One analysed image: its displayed size (at the scale analysed) and its
@@ -63,6 +66,7 @@ impl ImageReport {
                     score: f.score,
                     landmarks,
                     age: a.ages.get(i).copied(),
+                    quality: a.qualities.get(i).copied(),
                 }
             })
             .collect();

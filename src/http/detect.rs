@@ -2,8 +2,8 @@
 //! outlines (and any client that wants to show where the faces are).
 //!
 //! Authenticated and counted by the organisation's rate limit like a compare,
-//! but never charged: it reveals no identity decision (boxes and detector
-//! scores only, no similarity, no embedding, no age). Bounded like a compare:
+//! but never charged: it reveals no identity decision (boxes, detector
+//! scores and the capture's quality only, no similarity, no embedding, no age). Bounded like a compare:
 //! body size, the shared body budget, the request deadline, and the inference
 //! queue (a full queue is 503 `overloaded`).
 //!
@@ -24,7 +24,11 @@ use tokio::time::timeout_at;
 use super::{AppState, error::ApiError, exchange};
 use crate::{
     accounts::Org,
-    faces::{FacesError, Side, report::ImageReport},
+    faces::{
+        FacesError, Side,
+        quality::{self, Problem},
+        report::ImageReport,
+    },
     inputs::single::{IMAGE_FIELD, MAX_SINGLE_BODY_BYTES, read_image_body},
 };
 
@@ -38,7 +42,8 @@ pub struct DetectResponse {
     pub faces: Vec<FaceBox>,
 }
 
-/// One face: a box as ratios (0–1) of the upright image, and the detector score.
+/// One face: a box as ratios (0–1) of the upright image, the detector
+/// score, the capture's quality and what keeps it from [`quality::HIGH`].
 #[derive(Debug, Serialize)]
 pub struct FaceBox {
     pub left: f32,
@@ -46,12 +51,29 @@ pub struct FaceBox {
     pub width: f32,
     pub height: f32,
     pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<FaceQuality>,
+    /// Empty for a face fit for an identity check; else why to retake it.
+    pub problems: Vec<Problem>,
+}
+
+/// docs/quality.md: brightness and sharpness 0–100, size in original pixels,
+/// pose in degrees.
+#[derive(Debug, Serialize)]
+pub struct FaceQuality {
+    pub brightness: f32,
+    pub sharpness: f32,
+    pub size: f32,
+    pub roll: f32,
+    pub yaw: f32,
+    pub pitch: f32,
 }
 
 impl From<ImageReport> for DetectResponse {
-    /// Boxes only: landmarks and ages stay inside.
+    /// Boxes and quality: landmarks and ages stay inside.
     fn from(r: ImageReport) -> Self {
         let round = |v: f32| (v * 10_000.0).round() / 10_000.0;
+        let tenth = |v: f32| (v * 10.0).round() / 10.0;
         DetectResponse {
             width: r.width,
             height: r.height,
@@ -64,6 +86,18 @@ impl From<ImageReport> for DetectResponse {
                     width: round(f.width),
                     height: round(f.height),
                     score: round(f.score),
+                    problems: f
+                        .quality
+                        .map(|q| q.problems(&quality::HIGH))
+                        .unwrap_or_default(),
+                    quality: f.quality.map(|q| FaceQuality {
+                        brightness: tenth(q.brightness),
+                        sharpness: tenth(q.sharpness),
+                        size: q.size.round(),
+                        roll: tenth(q.pose.roll),
+                        yaw: tenth(q.pose.yaw),
+                        pitch: tenth(q.pose.pitch),
+                    }),
                 })
                 .collect(),
         }
@@ -120,7 +154,7 @@ mod tests {
     use crate::faces::report::FaceReport;
 
     #[test]
-    fn the_response_carries_boxes_and_scores_only() {
+    fn the_response_carries_boxes_scores_and_quality_only() {
         let r = ImageReport {
             width: 640,
             height: 480,
@@ -132,11 +166,21 @@ mod tests {
                 score: 0.987_654,
                 landmarks: [[0.5, 0.5]; 6],
                 age: Some(31.0),
+                quality: Some(quality::Quality {
+                    brightness: 12.345,
+                    sharpness: 60.0,
+                    size: 191.6,
+                    pose: quality::Pose {
+                        roll: -2.04,
+                        yaw: 41.26,
+                        pitch: 3.0,
+                    },
+                }),
             }],
         };
         assert_eq!(
             serde_json::to_string(&DetectResponse::from(r)).unwrap(),
-            r#"{"width":640,"height":480,"faces":[{"left":0.1235,"top":0.2,"width":0.3,"height":0.4,"score":0.9877}]}"#
+            r#"{"width":640,"height":480,"faces":[{"left":0.1235,"top":0.2,"width":0.3,"height":0.4,"score":0.9877,"quality":{"brightness":12.3,"sharpness":60.0,"size":192.0,"roll":-2.0,"yaw":41.3,"pitch":3.0},"problems":["too_dark","turned"]}]}"#
         );
     }
 
@@ -163,7 +207,13 @@ mod tests {
         assert_eq!(fields("DetectResponse"), ["faces", "height", "width"]);
         assert_eq!(
             fields("FaceBox"),
-            ["height", "left", "score", "top", "width"]
+            [
+                "height", "left", "problems", "quality", "score", "top", "width"
+            ]
+        );
+        assert_eq!(
+            fields("FaceQuality"),
+            ["brightness", "pitch", "roll", "sharpness", "size", "yaw"]
         );
         for page in ["/try", "/"] {
             assert!(v["paths"][page]["get"].is_object(), "{page}");

@@ -138,3 +138,17 @@ pub fn oversized_jpeg(size: usize) -> Vec<u8> {
     v.resize(size, 0x55);
     v
 }
+
+/// A poor capture of a fixture (issue 20's degradations), as a JPEG:
+/// Gaussian blur of `sigma` pixels, then pixel values × `gain` (clipped).
+pub fn degraded_jpeg(bytes: &[u8], sigma: f32, gain: f32) -> Vec<u8> {
+    let mut img = decode(bytes).to_rgb8();
+    if sigma > 0.0 {
+        img = image::imageops::blur(&img, sigma);
+    }
+    for p in img.pixels_mut() {
+        p.0 =
+            p.0.map(|c| (c as f32 * gain).round().clamp(0.0, 255.0) as u8);
+    }
+    jpeg(&DynamicImage::ImageRgb8(img), 92)
+}

@@ -1,8 +1,8 @@
 //! `CompareFaces` request and response, field by field as Rekognition names
-//! them, and the mapping from our [`Comparison`]. Fields we cannot compute
-//! honestly (Pose, Quality, Emotions, Smile, the mouth corners and jawline
-//! landmarks, the deprecated orientation corrections) are omitted, never
-//! invented; docs/aws-sdks.md lists each field's source.
+//! them, and the mapping from our [`Comparison`]. `Quality` and `Pose` are
+//! [`crate::faces::quality`]'s measures; fields we cannot compute honestly
+//! (Emotions, Smile, the mouth corners and jawline landmarks, the deprecated
+//! orientation corrections) are omitted, never invented; docs/aws-sdks.md lists each field's source.
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use super::errors::AwsError;
 use crate::{
     faces::{
         Comparison,
+        quality::{self, Level},
         report::{FaceReport, ImageReport},
     },
     image_format,
@@ -47,9 +48,9 @@ pub struct S3Object {
     pub version: Option<String>,
 }
 
-/// `QualityFilter`: which detected faces count. Rekognition's levels are
-/// quality classes we do not have; ours are detector-confidence floors
-/// (the detector itself keeps faces from 0.5).
+/// `QualityFilter`: which detected faces count, by brightness, sharpness,
+/// size and pose ([`quality::LOW`], [`quality::MEDIUM`], [`quality::HIGH`];
+/// docs/quality.md has the table), never by the detector's score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum QualityFilter {
     None,
@@ -75,13 +76,22 @@ impl QualityFilter {
         })
     }
 
-    /// Lowest detector score (0–1) a face needs to be returned.
-    pub fn min_score(self) -> f32 {
+    /// What a face must meet to be returned (None: every detected face).
+    pub fn level(self) -> Option<&'static Level> {
         match self {
-            QualityFilter::None => 0.0,
-            QualityFilter::Low => 0.6,
-            QualityFilter::Medium => 0.75,
-            QualityFilter::High => 0.9,
+            QualityFilter::None => None,
+            QualityFilter::Low => Some(&quality::LOW),
+            QualityFilter::Medium => Some(&quality::MEDIUM),
+            QualityFilter::High => Some(&quality::HIGH),
+        }
+    }
+
+    pub fn admits(self, f: &FaceReport) -> bool {
+        match (self.level(), &f.quality) {
+            (None, _) => true,
+            (Some(level), Some(q)) => q.passes(level),
+            // Unmeasured: not known to meet the level.
+            (Some(_), None) => false,
         }
     }
 }
@@ -199,10 +209,29 @@ pub struct Landmark {
 
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
+pub struct ImageQuality {
+    pub brightness: f32,
+    pub sharpness: f32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pose {
+    pub roll: f32,
+    pub yaw: f32,
+    pub pitch: f32,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
 pub struct ComparedFace {
     pub bounding_box: BoundingBox,
     pub confidence: f32,
     pub landmarks: Vec<Landmark>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pose: Option<Pose>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<ImageQuality>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -252,10 +281,20 @@ fn landmarks(f: &FaceReport) -> Vec<Landmark> {
 }
 
 fn compared(f: &FaceReport) -> ComparedFace {
+    let round = |v: f32| (v * 100.0).round() / 100.0;
     ComparedFace {
         bounding_box: bounding_box(f),
         confidence: f.score * 100.0,
         landmarks: landmarks(f),
+        pose: f.quality.map(|q| Pose {
+            roll: round(q.pose.roll),
+            yaw: round(q.pose.yaw),
+            pitch: round(q.pose.pitch),
+        }),
+        quality: f.quality.map(|q| ImageQuality {
+            brightness: round(q.brightness),
+            sharpness: round(q.sharpness),
+        }),
     }
 }
 
@@ -265,13 +304,12 @@ pub fn response(
     threshold: f64,
     quality: QualityFilter,
 ) -> Option<CompareFacesResponse> {
-    let min = quality.min_score();
-    let source = first_face(&c.source).filter(|f| f.score >= min)?;
+    let source = first_face(&c.source).filter(|f| quality.admits(f))?;
     let mut face_matches = Vec::new();
     let mut unmatched_faces = Vec::new();
     // Target faces are largest first, as Rekognition lists them.
     for (f, similarity) in c.target.faces.iter().zip(&c.target_confidences) {
-        if f.score < min {
+        if !quality.admits(f) {
             continue;
         }
         let similarity = if similarity.is_finite() {
@@ -306,13 +344,14 @@ fn first_face(r: &ImageReport) -> Option<&FaceReport> {
 mod tests {
     use super::*;
 
-    fn face(score: f32, left: f32) -> FaceReport {
+    /// A face, sharp or not: the quality filter reads the measures.
+    fn face(sharpness: f32, left: f32) -> FaceReport {
         FaceReport {
             left,
             top: 0.1,
             width: 0.2,
             height: 0.3,
-            score,
+            score: 0.9,
             landmarks: [
                 [0.3, 0.2],
                 [0.4, 0.2],
@@ -322,6 +361,16 @@ mod tests {
                 [0.5, 0.25],
             ],
             age: Some(30.0),
+            quality: Some(crate::faces::quality::Quality {
+                brightness: 55.0,
+                sharpness,
+                size: 240.0,
+                pose: crate::faces::quality::Pose {
+                    roll: -3.25,
+                    yaw: 12.5,
+                    pitch: -4.0,
+                },
+            }),
         }
     }
 
@@ -338,12 +387,12 @@ mod tests {
             source: ImageReport {
                 width: 100,
                 height: 100,
-                faces: vec![face(0.99, 0.1)],
+                faces: vec![face(70.0, 0.1)],
             },
             target: ImageReport {
                 width: 100,
                 height: 100,
-                faces: vec![face(0.98, 0.1), face(0.7, 0.5), face(0.95, 0.7)],
+                faces: vec![face(70.0, 0.1), face(10.0, 0.5), face(18.0, 0.7)],
             },
             target_confidences: vec![97.5, 91.0, 12.25],
             timings: Default::default(),
@@ -357,8 +406,14 @@ mod tests {
         assert_eq!(r.face_matches[0].similarity, 97.5);
         assert_eq!(r.unmatched_faces.len(), 1);
         let r = response(&comparison(), 95.0, QualityFilter::Medium).unwrap();
-        // The 0.7-score face is dropped by the filter, not listed as unmatched.
+        // The blurred face is dropped by the filter, not listed as unmatched.
         assert_eq!((r.face_matches.len(), r.unmatched_faces.len()), (1, 1));
+        // HIGH also drops the softer one (sharpness 18: MEDIUM's 12 passes, HIGH's 22 not).
+        let high = response(&comparison(), 95.0, QualityFilter::High).unwrap();
+        assert_eq!(
+            (high.face_matches.len(), high.unmatched_faces.len()),
+            (1, 0)
+        );
         // Through the wire text: f32 fields print as their shortest form (0.1).
         let json: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
@@ -367,10 +422,25 @@ mod tests {
             json["FaceMatches"][0]["Face"]["Landmarks"][0]["Type"],
             "eyeLeft"
         );
-        assert!(json["FaceMatches"][0]["Face"].get("Pose").is_none());
+        let matched = &json["FaceMatches"][0]["Face"];
+        assert_eq!(
+            matched["Pose"],
+            serde_json::json!({"Roll": -3.25, "Yaw": 12.5, "Pitch": -4.0})
+        );
+        assert_eq!(
+            matched["Quality"],
+            serde_json::json!({"Brightness": 55.0, "Sharpness": 70.0})
+        );
+        // Rekognition's ComparedSourceImageFace has only a box and a confidence.
+        assert!(json["SourceImageFace"].get("Quality").is_none());
         let mut no_face = comparison();
         no_face.source.faces.clear();
         assert!(response(&no_face, 80.0, QualityFilter::None).is_none());
+        // A blurred source is no source face at MEDIUM, but is one at LOW.
+        let mut blurred = comparison();
+        blurred.source.faces = vec![face(10.0, 0.1)];
+        assert!(response(&blurred, 80.0, QualityFilter::Medium).is_none());
+        assert!(response(&blurred, 80.0, QualityFilter::Low).is_some());
     }
 
     #[test]

@@ -43,6 +43,7 @@
     $(side + '-frame').hidden = false;
     clearBoxes(side);
     $(side + '-faces').textContent = file.name ? 'Chosen: ' + file.name : '';
+    $(side + '-quality').textContent = '';
     $('result').hidden = true;
     hideError();
   }
@@ -152,6 +153,7 @@
     SIDES.forEach(function (side) {
       clearBoxes(side);
       $(side + '-faces').textContent = '';
+      $(side + '-quality').textContent = '';
     });
     try {
       /* The outlines come from the uncharged detect calls, made alongside
@@ -173,7 +175,7 @@
         showResult(answer.body);
       }
       var outlines = await Promise.all(detects);
-      SIDES.forEach(function (side, i) { drawFaces(side, outlines[i]); });
+      SIDES.forEach(function (side, i) { drawFaces(side, outlines[i]); showQuality(side, outlines[i]); });
       if (answer.ok) { $('result').focus(); }
     } catch (e) {
       showMessage('The server could not be reached: ' + (e && e.message ? e.message : e));
@@ -272,6 +274,27 @@
       caption.appendChild(swatch('other'));
       caption.appendChild(document.createTextNode('dashed: not compared.'));
     }
+  }
+
+  /* Retake hints: what keeps the compared face (the largest) from
+     QualityFilter HIGH, as the detect call names it (docs/quality.md). */
+  var HINTS = {
+    too_dark: function (n) { return 'The ' + n + ' is too dark: light the face evenly.'; },
+    too_bright: function (n) { return 'The ' + n + ' is over-exposed: avoid a flash or direct light on the face.'; },
+    blurred: function (n) { return 'The ' + n + ' is blurred: hold the camera still and let it focus.'; },
+    too_small: function (n) { return 'The face is too small in the ' + n + ': move closer or use a larger scan.'; },
+    turned: function (n) { return 'In the ' + n + ', the face should look straight at the camera.'; }
+  };
+
+  function showQuality(side, det) {
+    var box = $(side + '-quality');
+    box.textContent = '';
+    var faces = det.ok && det.body && Array.isArray(det.body.faces) ? det.body.faces : [];
+    var problems = faces.length && Array.isArray(faces[0].problems) ? faces[0].problems : [];
+    var lines = problems.filter(function (p) { return HINTS[p]; })
+      .map(function (p) { return HINTS[p](NAMES[side]); });
+    box.textContent = lines.join(' ');
+    box.setAttribute('data-problems', problems.join(' '));
   }
 
   function swatch(kind) {
