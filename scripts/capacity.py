@@ -409,8 +409,9 @@ def main():
         def idem(i):
             return inline_body[0], inline_body[1], {"idempotency-key": uuid.uuid4().hex}
 
-        # Warm-up: every replica loads its sessions and opens its pool.
-        run_phase("warmup", replicas, keys, 2 * args.replicas, args.replicas, inline)
+        # Warm-up at full concurrency: every replica warms its sessions and
+        # opens the database connections the phases will use.
+        run_phase("warmup", replicas, keys, 2 * args.concurrency, args.concurrency, inline)
         proxy.take()
 
         results = {}
