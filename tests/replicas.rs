@@ -414,3 +414,89 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
     r.assert_compare_ok();
     assert_eq!(replicas[0].balance(&org).await, 69);
 }
+
+/// The narrowest window of a crash: a replica dies after its compare's debit
+/// and before the answer is stored under the `Idempotency-Key`. A trigger on
+/// the test's own database holds the store of the answer (an advisory lock
+/// the test holds), so the replica is SIGKILLed exactly there; its
+/// PostgreSQL session is then ended as the dead client's would be. The
+/// client's retry on another replica (after the reservation's lease) must
+/// leave exactly one token charged: none lost, none doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_between_debit_and_stored_answer_charges_once() {
+    use sqlx::{Connection, Executor};
+    if !common::own_servers_or_skip("its own two servers") || !common::postgres_or_skip() {
+        return;
+    }
+    let db = common::fresh_database(Backend::Postgres, "replicas_crash");
+    let opts = ServerOptions::new(&db)
+        .env("FACECOMPARE_WORKERS", "1")
+        .env("FACECOMPARE_REQUEST_TIMEOUT_S", "5");
+    let survivor = common::spawn_server(opts.clone());
+    let mut victim = common::spawn_server(opts);
+    let org = survivor.org(10).await;
+
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
+    conn.execute(
+        "CREATE FUNCTION hold_answer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.state = 'done' THEN \
+             PERFORM pg_advisory_lock_shared(4242); PERFORM pg_advisory_unlock_shared(4242); \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER hold_answer BEFORE UPDATE ON idempotency \
+           FOR EACH ROW EXECUTE FUNCTION hold_answer()",
+    )
+    .await
+    .expect("trigger");
+    conn.execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .expect("lock");
+
+    let replicas = [survivor.server.clone(), victim.server.clone()];
+    let first = {
+        let (servers, key) = (replicas.clone(), org.key.clone());
+        tokio::spawn(async move { try_compare(&servers[1], &key, None, Some("crash")).await })
+    };
+    // The victim's session waiting on the lock: the compare ran, the answer
+    // is being stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let waiting: i32 = loop {
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        if let Some((pid,)) = row {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compare never reached storing its answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    victim.signal(libc::SIGKILL);
+    assert!(victim.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(first.await.unwrap().is_err(), "the victim never answered");
+    let (ended,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(waiting)
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate");
+    assert!(ended);
+    conn.execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .expect("unlock");
+
+    // The client retries elsewhere with the same key (409 until the dead
+    // replica's lease ends).
+    let (r, _) = compare_until_answered(&replicas, 0, &org.key, None, "crash").await;
+    r.assert_compare_ok();
+    assert_eq!(survivor.balance(&org).await, 9, "one compare, one token");
+    assert_eq!(survivor.ledger_sum(&org).await, 9);
+    // And a further retry is a replay, not a third run.
+    let (r, _) = compare_until_answered(&replicas, 0, &org.key, None, "crash").await;
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+    assert_eq!(survivor.balance(&org).await, 9);
+}
