@@ -127,14 +127,26 @@ class Postgres:
         return [line.split("\t") for line in out.stdout.splitlines() if line]
 
     def cpu(self):
-        """CPU seconds of the whole cluster: postmaster (with reaped children) and live children."""
+        """CPU seconds (whole cluster, the facecompare database's sessions).
+
+        The cluster: postmaster (with its reaped children) and live children,
+        background writers and autovacuum included. Sessions: the backends
+        whose title names the database (the servers' pooled connections live
+        through a phase, so their counters cover it).
+        """
         total = cpu_seconds(self.postmaster, children=True)
+        sessions = 0.0
         for pid in child_pids(self.postmaster):
             try:
-                total += cpu_seconds(pid)
+                cpu = cpu_seconds(pid)
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read().decode(errors="replace")
             except (FileNotFoundError, ProcessLookupError):
-                pass
-        return total
+                continue
+            total += cpu
+            if " facecompare " in title:
+                sessions += cpu
+        return total, sessions
 
     def reset_statements(self):
         self.psql("facecompare", "SELECT pg_stat_statements_reset()")
@@ -426,6 +438,8 @@ def main():
             pg1 = pg.cpu()
             charged = sum(r.tokens_charged() for r in replicas) - charged0
             stmts = pg.statements()
+            sessions = int(pg.psql("facecompare", "SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE datname = 'facecompare' AND pid <> pg_backend_pid()")[0][0])
             s3_counts = proxy.take()
             ok = statuses.get(200, 0)
             per = max(ok, 1)
@@ -436,7 +450,9 @@ def main():
                 "compares_per_s_wall": round(ok / wall, 2),
                 "server_cpu_s_per_compare": round((sum(cpu1) - sum(cpu0)) / per, 4),
                 "server_cpu_s_per_replica": [round(b - a, 2) for a, b in zip(cpu0, cpu1)],
-                "postgres_cpu_s_per_compare": round((pg1 - pg0) / per, 5),
+                "postgres_cpu_s_per_compare": round((pg1[0] - pg0[0]) / per, 5),
+                "postgres_session_cpu_s_per_compare": round((pg1[1] - pg0[1]) / per, 5),
+                "database_sessions_open": sessions,
                 "statements_per_compare": round(sum(s[0] for s in stmts) / per, 2),
                 "statement_ms_per_compare": round(sum(s[1] for s in stmts) / per, 3),
                 "statements": [
@@ -479,7 +495,9 @@ def print_report(rep):
               f"{p['compares_per_s_wall']} compares/s wall")
         print(f"  server CPU per compare   {p['server_cpu_s_per_compare'] * 1000:.1f} ms "
               f"(per replica {p['server_cpu_s_per_replica']} s)")
-        print(f"  PostgreSQL CPU per compare {p['postgres_cpu_s_per_compare'] * 1000:.2f} ms")
+        print(f"  PostgreSQL CPU per compare {p['postgres_cpu_s_per_compare'] * 1000:.2f} ms "
+              f"(the servers' sessions: {p['postgres_session_cpu_s_per_compare'] * 1000:.2f} ms)")
+        print(f"  database sessions open   {p['database_sessions_open']} (all replicas, at the end)")
         print(f"  statements per compare   {p['statements_per_compare']} "
               f"({p['statement_ms_per_compare']} ms execution)")
         for s in p["statements"]:
