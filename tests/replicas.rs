@@ -229,8 +229,12 @@ async fn compare_until_answered(
         );
         match try_compare(&replicas[at], key, s3_prefix, Some(idempotency_key)).await {
             // Still reserved: by a live replica's run, or by the killed
-            // one's until its lease (request timeout + 10 s) ends.
-            Ok(r) if r.status == 409 => tokio::time::sleep(Duration::from_millis(250)).await,
+            // one's until its lease (request timeout + 10 s) ends. A 503
+            // (queue full or timed out on a loaded machine) is not charged
+            // and releases the key: a client retries it with the same key.
+            Ok(r) if r.status == 409 || r.status == 503 => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
             Ok(r) => return (r, failures),
             Err(_) => {
                 failures += 1;
@@ -252,8 +256,8 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
     let opts = ServerOptions::new(&db)
         // Three replicas share this machine's cores.
         .env("FACECOMPARE_WORKERS", "1")
-        // An abandoned idempotency reservation is taken over after 5 + 10 s.
-        .env("FACECOMPARE_REQUEST_TIMEOUT_S", "5")
+        // An abandoned idempotency reservation is taken over after 10 + 10 s.
+        .env("FACECOMPARE_REQUEST_TIMEOUT_S", "10")
         .env("FACECOMPARE_S3_BUCKET", BUCKET)
         .env(
             "FACECOMPARE_S3_ENDPOINT",
@@ -370,10 +374,11 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
                 let s3 = (i % 2 == 0).then_some(prefix.as_str());
                 let idem = format!("kill-{i}");
                 let (r, failures) = compare_until_answered(&servers, i % 3, &key, s3, &idem).await;
-                if i % 3 == 2 && failures == 0 {
-                    if let Some(tx) = notify.lock().unwrap().take() {
-                        tx.send(()).ok();
-                    }
+                if i % 3 == 2
+                    && failures == 0
+                    && let Some(tx) = notify.lock().unwrap().take()
+                {
+                    tx.send(()).ok();
                 }
                 (r, failures)
             })
