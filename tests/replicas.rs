@@ -1,10 +1,14 @@
-//! Horizontal scale: two `facecompare serve` processes on one PostgreSQL
+//! Horizontal scale: `facecompare serve` processes on one PostgreSQL
 //! database behave as one service: the rate limit is shared, a race split
-//! across both charges exactly the balance, and an `Idempotency-Key` sent to
-//! both is charged once.
+//! across them charges exactly the balance, and an `Idempotency-Key` sent to
+//! several is charged once. With three replicas and one S3 store, a replica
+//! killed mid-run loses no charge and doubles none (the client retries with
+//! the same key elsewhere).
 mod common;
 
-use common::{Backend, OwnedServer, ServerOptions, file, fixture};
+use std::{path::PathBuf, time::Duration};
+
+use common::{Backend, OwnedServer, Resp, Server, ServerOptions, file, fixture};
 
 fn two_replicas() -> Option<(OwnedServer, OwnedServer)> {
     if !common::own_servers_or_skip("its own two servers") {
@@ -93,4 +97,411 @@ async fn two_replicas_on_one_database_act_as_one_service() {
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     assert_eq!(a.balance(&org).await, 9, "charged exactly once");
     assert_eq!(b.ledger_sum(&org).await, 9);
+}
+
+// ------------------------------------------------------- three replicas ---
+
+const BUCKET: &str = "faces";
+
+/// s3s-fs over a temporary folder (a bucket is a folder, objects are files),
+/// killed when dropped.
+struct Store {
+    child: std::process::Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl Store {
+    /// None (with a message) when s3s-fs is absent outside CI; under `CI` that fails.
+    async fn start() -> Option<Self> {
+        let bin = std::env::var_os("S3S_FS_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|dir| dir.join("s3s-fs"))
+                    .find(|p| p.is_file())
+            });
+        let Some(bin) = bin else {
+            let what = "s3s-fs not found (set S3S_FS_BIN or put it on PATH)";
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{what}; CI is set, so this fails instead of skipping"
+            );
+            eprintln!("SKIPPED: {what}");
+            return None;
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "replicas",
+                "--secret-key",
+                "replicas-secret",
+            ])
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Self { child, port, root })
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        let path = self.root.path().join(BUCKET).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A compare as the spreading client sends it: inline files (multipart) or
+/// the organisation's S3 keys (JSON), with an optional Idempotency-Key.
+/// Err when the connection fails (the replica is gone).
+async fn try_compare(
+    server: &Server,
+    key: &str,
+    s3_prefix: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<Resp, reqwest::Error> {
+    let mut req = common::client()
+        .post(server.url("/v1/face/compare"))
+        .header("x-api-key", key);
+    if let Some(k) = idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    req = match s3_prefix {
+        Some(prefix) => req.json(&serde_json::json!({
+            "source": format!("{prefix}a.jpg"),
+            "target": format!("{prefix}b.jpg"),
+        })),
+        None => req.multipart(
+            reqwest::multipart::Form::new()
+                .part(
+                    "source",
+                    reqwest::multipart::Part::bytes(fixture("obama.jpg")).file_name("a.jpg"),
+                )
+                .part(
+                    "target",
+                    reqwest::multipart::Part::bytes(fixture("obama2.jpg")).file_name("b.jpg"),
+                ),
+        ),
+    };
+    Ok(Resp::from(req.send().await?).await)
+}
+
+/// Sends one idempotent compare until it gets an answer other than 409,
+/// starting at replica `first` and moving to the next one whenever the
+/// connection fails. Returns the answer and how many connection failures it met.
+async fn compare_until_answered(
+    replicas: &[Server],
+    first: usize,
+    key: &str,
+    s3_prefix: Option<&str>,
+    idempotency_key: &str,
+) -> (Resp, usize) {
+    let (mut at, mut failures) = (first, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{idempotency_key}: no answer within 120 s"
+        );
+        match try_compare(&replicas[at], key, s3_prefix, Some(idempotency_key)).await {
+            // Still reserved: by a live replica's run, or by the killed
+            // one's until its lease (request timeout + 10 s) ends. A 503
+            // (queue full or timed out on a loaded machine) is not charged
+            // and releases the key: a client retries it with the same key.
+            Ok(r) if r.status == 409 || r.status == 503 => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Ok(r) => return (r, failures),
+            Err(_) => {
+                failures += 1;
+                at = (at + 1) % replicas.len();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
+    if !common::own_servers_or_skip("its own three servers") || !common::postgres_or_skip() {
+        return;
+    }
+    let Some(store) = Store::start().await else {
+        return;
+    };
+    let db = common::fresh_database(Backend::Postgres, "replicas3");
+    let opts = ServerOptions::new(&db)
+        // Three replicas share this machine's cores.
+        .env("FACECOMPARE_WORKERS", "1")
+        // An abandoned idempotency reservation is taken over after 10 + 10 s.
+        .env("FACECOMPARE_REQUEST_TIMEOUT_S", "10")
+        .env("FACECOMPARE_S3_BUCKET", BUCKET)
+        .env(
+            "FACECOMPARE_S3_ENDPOINT",
+            &format!("http://127.0.0.1:{}", store.port),
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "replicas")
+        .env("AWS_SECRET_ACCESS_KEY", "replicas-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut owned: Vec<OwnedServer> = (0..3).map(|_| common::spawn_server(opts.clone())).collect();
+    let replicas: Vec<Server> = owned.iter().map(|o| o.server.clone()).collect();
+    let admin = &replicas[0];
+    let s3_org = |tokens: i64, rate: &'static str| {
+        let prefix = format!("orgs/{}/", common::unique_name("r3"));
+        store.put(&format!("{prefix}a.jpg"), &fixture("obama.jpg"));
+        store.put(&format!("{prefix}b.jpg"), &fixture("obama2.jpg"));
+        async move {
+            let org = admin
+                .org_with(tokens, &["--rate-limit", rate, "--s3-prefix", &prefix])
+                .await;
+            (org, prefix)
+        }
+    };
+
+    // One rate limit across the three: 6/min in total. The bodies are
+    // invalid (400 after the rate check), so no face work runs.
+    let (limited, _) = s3_org(10, "6/min").await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = replicas[i % 3]
+            .post_raw(&limited.key, "application/json", b"{}".to_vec(), &[])
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(admin.balance(&limited).await, 10, "rejections are free");
+
+    // Exact ledger: 15 concurrent compares on 9 tokens, spread over the
+    // three, inline and from S3 alternately.
+    let (org, prefix) = s3_org(9, "1000/min").await;
+    let tasks: Vec<_> = (0..15)
+        .map(|i| {
+            let (server, key, prefix) = (replicas[i % 3].clone(), org.key.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let s3 = (i % 2 == 0).then_some(prefix.as_str());
+                try_compare(&server, &key, s3, None)
+                    .await
+                    .expect("all replicas are up")
+                    .status
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    assert_eq!(got.iter().filter(|s| **s == 200).count(), 9, "{got:?}");
+    assert_eq!(got.iter().filter(|s| **s == 402).count(), 6, "{got:?}");
+    assert_eq!(replicas[1].balance(&org).await, 0);
+    assert_eq!(replicas[2].ledger_sum(&org).await, 0);
+
+    // One Idempotency-Key sent to all three at once: one run, two replays
+    // of the same answer, one token.
+    let (org, prefix) = s3_org(10, "1000/min").await;
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let (servers, key, prefix) = (replicas.clone(), org.key.clone(), prefix.clone());
+            tokio::spawn(async move {
+                compare_until_answered(&servers, i, &key, Some(&prefix), "same-everywhere")
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let bodies: Vec<_> = answers.iter().map(Resp::assert_compare_ok).collect();
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    let replayed = answers
+        .iter()
+        .filter(|r| r.header("idempotent-replayed") == Some("true"))
+        .count();
+    assert_eq!(replayed, 2, "one run, two replays");
+    assert_eq!(admin.balance(&org).await, 9, "charged exactly once");
+    assert_eq!(admin.ledger_sum(&org).await, 9);
+
+    // A replica killed mid-run: 30 compares, each with its own key, a third
+    // of them sent to replica 2, which is SIGKILLed as soon as its first
+    // answer arrives (the rest of its share is then queued or running). The
+    // client retries a failed connection on the next replica with the same
+    // key. Every compare ends with exactly one 200 and exactly one token:
+    // none lost (a reservation the dead replica held is taken over when its
+    // lease ends), none doubled (a charge it made is replayed).
+    let (org, prefix) = s3_org(100, "1000/min").await;
+    let (first_from_victim, mut victim_answered) = tokio::sync::oneshot::channel::<()>();
+    let first_from_victim = std::sync::Mutex::new(Some(first_from_victim));
+    let first_from_victim = std::sync::Arc::new(first_from_victim);
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let (servers, key, prefix) = (replicas.clone(), org.key.clone(), prefix.clone());
+            let notify = first_from_victim.clone();
+            tokio::spawn(async move {
+                let s3 = (i % 2 == 0).then_some(prefix.as_str());
+                let idem = format!("kill-{i}");
+                let (r, failures) = compare_until_answered(&servers, i % 3, &key, s3, &idem).await;
+                if i % 3 == 2
+                    && failures == 0
+                    && let Some(tx) = notify.lock().unwrap().take()
+                {
+                    tx.send(()).ok();
+                }
+                (r, failures)
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), &mut victim_answered)
+        .await
+        .expect("replica 2 answered within 120 s")
+        .expect("notified");
+    owned[2].signal(libc::SIGKILL);
+    let status = owned[2].wait_exit(Duration::from_secs(10)).expect("killed");
+    assert!(!status.success(), "{status:?}");
+
+    let mut failures = 0;
+    let mut replayed = 0;
+    for t in tasks {
+        let (r, f) = t.await.unwrap();
+        r.assert_compare_ok();
+        failures += f;
+        replayed += usize::from(r.header("idempotent-replayed") == Some("true"));
+    }
+    assert!(
+        failures >= 1,
+        "the kill met no request in flight: the test did not test it"
+    );
+    eprintln!("killed replica: {failures} failed connections retried, {replayed} replays");
+    assert_eq!(
+        replicas[0].balance(&org).await,
+        70,
+        "30 compares, 30 tokens"
+    );
+    assert_eq!(replicas[1].ledger_sum(&org).await, 70);
+
+    // The two survivors still serve, on the same ledger.
+    let r = try_compare(&replicas[1], &org.key, None, None)
+        .await
+        .expect("replica 1 is up");
+    r.assert_compare_ok();
+    assert_eq!(replicas[0].balance(&org).await, 69);
+}
+
+/// The narrowest window of a crash: a replica dies after its compare's debit
+/// and before the answer is stored under the `Idempotency-Key`. A trigger on
+/// the test's own database holds the store of the answer (an advisory lock
+/// the test holds), so the replica is SIGKILLed exactly there; its
+/// PostgreSQL session is then ended as the dead client's would be. The
+/// client's retry on another replica (after the reservation's lease) must
+/// leave exactly one token charged: none lost, none doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_between_debit_and_stored_answer_charges_once() {
+    use sqlx::{Connection, Executor};
+    if !common::own_servers_or_skip("its own two servers") || !common::postgres_or_skip() {
+        return;
+    }
+    let db = common::fresh_database(Backend::Postgres, "replicas_crash");
+    let opts = ServerOptions::new(&db)
+        .env("FACECOMPARE_WORKERS", "1")
+        .env("FACECOMPARE_REQUEST_TIMEOUT_S", "5");
+    let survivor = common::spawn_server(opts.clone());
+    let mut victim = common::spawn_server(opts);
+    let org = survivor.org(10).await;
+
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
+    conn.execute(
+        "CREATE FUNCTION hold_answer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.state = 'done' THEN \
+             PERFORM pg_advisory_lock_shared(4242); PERFORM pg_advisory_unlock_shared(4242); \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER hold_answer BEFORE UPDATE ON idempotency \
+           FOR EACH ROW EXECUTE FUNCTION hold_answer()",
+    )
+    .await
+    .expect("trigger");
+    conn.execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .expect("lock");
+
+    let replicas = [survivor.server.clone(), victim.server.clone()];
+    let first = {
+        let (servers, key) = (replicas.clone(), org.key.clone());
+        tokio::spawn(async move { try_compare(&servers[1], &key, None, Some("crash")).await })
+    };
+    // The victim's session waiting on the lock: the compare ran, the answer
+    // is being stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let waiting: i32 = loop {
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        if let Some((pid,)) = row {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compare never reached storing its answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    victim.signal(libc::SIGKILL);
+    assert!(victim.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(first.await.unwrap().is_err(), "the victim never answered");
+    let (ended,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(waiting)
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate");
+    assert!(ended);
+    conn.execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .expect("unlock");
+
+    // The client retries elsewhere with the same key (409 until the dead
+    // replica's lease ends).
+    let (r, _) = compare_until_answered(&replicas, 0, &org.key, None, "crash").await;
+    r.assert_compare_ok();
+    assert_eq!(survivor.balance(&org).await, 9, "one compare, one token");
+    assert_eq!(survivor.ledger_sum(&org).await, 9);
+    // And a further retry is a replay, not a third run.
+    let (r, _) = compare_until_answered(&replicas, 0, &org.key, None, "crash").await;
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+    assert_eq!(survivor.balance(&org).await, 9);
 }

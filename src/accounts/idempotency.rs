@@ -16,6 +16,25 @@ use sqlx::Row;
 
 use super::{Accounts, AccountsError, IdempotencyBegin, now_ms};
 
+/// The statement that stores a reserved key's final response (alone, or in
+/// the transaction of the debit it belongs to).
+pub(super) fn store_answer<'q>(
+    org_id: &'q str,
+    key: &'q str,
+    status: u16,
+    body: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "UPDATE idempotency SET state = 'done', status = $1, body = $2, updated_at = $3 \
+         WHERE org_id = $4 AND idem_key = $5",
+    )
+    .bind(i64::from(status))
+    .bind(body)
+    .bind(now_ms())
+    .bind(org_id)
+    .bind(key)
+}
+
 /// How long a finished response is replayed.
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// A reservation older than this is treated as abandoned whatever its lease
@@ -122,17 +141,9 @@ impl Accounts {
         status: u16,
         body: &str,
     ) -> Result<(), AccountsError> {
-        sqlx::query(
-            "UPDATE idempotency SET state = 'done', status = $1, body = $2, updated_at = $3 \
-             WHERE org_id = $4 AND idem_key = $5",
-        )
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(now_ms())
-        .bind(org_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
+        store_answer(org_id, key, status, body)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -2,7 +2,14 @@
 //! changed in the same transaction, so the balance always equals the ledger sum.
 use sqlx::{AnyConnection, Row};
 
-use super::{Accounts, AccountsError, now_ms};
+use super::{Accounts, AccountsError, idempotency::store_answer, now_ms};
+
+/// The final answer of a request with an `Idempotency-Key`, stored with its debit.
+pub struct StoredAnswer<'a> {
+    pub key: &'a str,
+    pub status: u16,
+    pub body: &'a str,
+}
 
 pub(super) async fn insert_entry(
     conn: &mut AnyConnection,
@@ -59,6 +66,21 @@ impl Accounts {
         cost: i64,
         request_id: &str,
     ) -> Result<Option<i64>, AccountsError> {
+        self.charge_with_answer(org_id, cost, request_id, None)
+            .await
+    }
+
+    /// [`charge`](Self::charge), storing an `Idempotency-Key`'s final answer
+    /// in the same transaction: a process that died between a debit and its
+    /// stored answer would leave the reservation pending, and the retry after
+    /// its lease would run, and charge, a second time.
+    pub async fn charge_with_answer(
+        &self,
+        org_id: &str,
+        cost: i64,
+        request_id: &str,
+        answer: Option<StoredAnswer<'_>>,
+    ) -> Result<Option<i64>, AccountsError> {
         if cost < 0 {
             return Err(AccountsError::Invalid(format!(
                 "cost {cost}: must not be negative"
@@ -66,6 +88,10 @@ impl Accounts {
         }
         if cost == 0 {
             // Nothing moves, so nothing is written to the ledger.
+            if let Some(a) = answer {
+                self.idempotency_finish(org_id, a.key, a.status, a.body)
+                    .await?;
+            }
             return self.balance(org_id).await.map(Some);
         }
         let mut tx = self.pool.begin().await?;
@@ -80,6 +106,11 @@ impl Accounts {
         };
         let balance: i64 = row.try_get(0)?;
         insert_entry(&mut tx, org_id, -cost, "compare", Some(request_id)).await?;
+        if let Some(a) = answer {
+            store_answer(org_id, a.key, a.status, a.body)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(balance))
     }

@@ -132,6 +132,7 @@ mod transient;
 pub use aws_keys::SigningKeys;
 pub use db::Backend;
 pub use idempotency::IDEMPOTENCY_LEASE_MARGIN;
+pub use ledger::StoredAnswer;
 
 /// Wall-clock time as unix milliseconds (how every timestamp is stored).
 fn now_ms() -> i64 {

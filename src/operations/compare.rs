@@ -3,8 +3,8 @@
 //! Order (each step refuses before the more expensive ones run; the
 //! transport has already authenticated, rate-limited and parsed the body):
 //! `Idempotency-Key` (replay / mismatch / in progress) → balance check
-//! (before heavy work) → fetch S3 inputs → engine → answer → charge →
-//! idempotency record.
+//! (before heavy work) → fetch S3 inputs → engine → answer → charge and
+//! idempotency record (one transaction).
 //!
 //! The answer is rendered by the transport *before* the charge, through the
 //! `answer` callback: a transport that refuses the result (Rekognition
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::{sync::oneshot, time::timeout_at};
 
 use crate::{
-    accounts::{Accounts, AccountsError, IdempotencyBegin, Org},
+    accounts::{Accounts, AccountsError, IdempotencyBegin, Org, StoredAnswer},
     app::App,
     faces::{Comparison, FacesError},
     inputs::{self, CompareInputs, ImageInput, InputError},
@@ -173,9 +173,22 @@ pub async fn compare(
     let body = answer(&comparison, threshold)?;
 
     if cost > 0 {
-        match app.accounts.charge(&org.id, cost, &request_id).await? {
+        // The stored answer goes with the debit, in one transaction.
+        let answer = reservation.as_ref().map(|r| StoredAnswer {
+            key: &r.key,
+            status: 200,
+            body: &body,
+        });
+        match app
+            .accounts
+            .charge_with_answer(&org.id, cost, &request_id, answer)
+            .await?
+        {
             Some(_) => {
                 app.metrics.tokens_charged.inc_by(cost as u64);
+                if let Some(r) = reservation {
+                    r.stored();
+                }
             }
             None => {
                 return Err(CompareError::InsufficientBalance {
@@ -184,8 +197,7 @@ pub async fn compare(
                 });
             }
         }
-    }
-    if let Some(r) = reservation {
+    } else if let Some(r) = reservation {
         r.finish(200, &body).await;
     }
     Ok(Outcome::Done {
@@ -206,6 +218,11 @@ struct Reservation {
 }
 
 impl Reservation {
+    /// The answer was stored with the debit: nothing left to release.
+    fn stored(mut self) {
+        self.armed = false;
+    }
+
     async fn finish(mut self, status: u16, body: &str) {
         self.armed = false;
         if let Err(e) = self
