@@ -12,8 +12,8 @@ pub mod geometry;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
-pub mod reencode;
 pub mod quality;
+pub mod reencode;
 pub mod report;
 pub mod runtime;
 
