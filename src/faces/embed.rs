@@ -20,21 +20,11 @@ impl Embedder {
     }
 
     /// The similarity transform taking the face's keypoints onto the template.
-    /// BlazeFace gives the mouth centre, so it meets the mean of the template's
-    /// two mouth corners.
     pub fn alignment(&self, face: &Face) -> Affine {
-        let t = self.spec.template.map(|p| [p[0] as f64, p[1] as f64]);
-        let dst = [
-            t[0],
-            t[1],
-            t[2],
-            [(t[3][0] + t[4][0]) / 2.0, (t[3][1] + t[4][1]) / 2.0],
-        ];
-        let src: Vec<[f64; 2]> = face.keypoints[..4]
-            .iter()
-            .map(|k| [k[0] as f64, k[1] as f64])
-            .collect();
-        geometry::similarity(&src, &dst)
+        align_to(
+            &self.spec.template.map(|p| [p[0] as f64, p[1] as f64]),
+            face,
+        )
     }
 
     pub fn crop(&self, img: &RgbImage, face: &Face) -> RgbImage {
@@ -92,6 +82,23 @@ pub fn normalise(v: &[f32]) -> Vec<f32> {
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The similarity taking `face`'s keypoints onto a five-point template.
+/// BlazeFace gives the mouth centre, so it meets the mean of the template's
+/// two mouth corners.
+pub fn align_to(t: &[[f64; 2]; 5], face: &Face) -> Affine {
+    let dst = [
+        t[0],
+        t[1],
+        t[2],
+        [(t[3][0] + t[4][0]) / 2.0, (t[3][1] + t[4][1]) / 2.0],
+    ];
+    let src: Vec<[f64; 2]> = face.keypoints[..4]
+        .iter()
+        .map(|k| [k[0] as f64, k[1] as f64])
+        .collect();
+    geometry::similarity(&src, &dst)
 }
 
 #[cfg(test)]

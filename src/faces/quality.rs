@@ -79,21 +79,9 @@ pub fn measure(img: &RgbImage, face: &Face, scale: f32, turn: u16) -> Quality {
     }
 }
 
-/// The similarity taking the face onto the ArcFace template (four points:
-/// BlazeFace gives the mouth centre, which meets the mean of the two corners).
+/// The similarity taking the face onto the ArcFace template.
 fn alignment(face: &Face) -> Affine {
-    let t = TEMPLATE;
-    let dst = [
-        t[0],
-        t[1],
-        t[2],
-        [(t[3][0] + t[4][0]) / 2.0, (t[3][1] + t[4][1]) / 2.0],
-    ];
-    let src: Vec<[f64; 2]> = face.keypoints[..4]
-        .iter()
-        .map(|k| [k[0] as f64, k[1] as f64])
-        .collect();
-    geometry::similarity(&src, &dst)
+    super::embed::align_to(&TEMPLATE, face)
 }
 
 /// The whole aligned crop (what the default pack embeds), for looking at.
