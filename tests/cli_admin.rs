@@ -101,6 +101,24 @@ async fn operator_flow(db_url: &str) {
         "..",
     );
     fails(db_url, &["tokens", "add", "--org", "acme", "0"], "positive");
+    // Numbers and prefixes the database or the API cannot use are refused
+    // by name, never answered with a raw database error.
+    let max = i64::MAX.to_string();
+    fails(
+        db_url,
+        &["tokens", "add", "--org", "acme", &max],
+        "would pass the largest one stored",
+    );
+    fails(
+        db_url,
+        &["tokens", "add", "--org", "acme", "99999999999999999999"],
+        "99999999999999999999",
+    );
+    fails(
+        db_url,
+        &["org", "create", "pct", "--s3-prefix", "orgs/100%/"],
+        "must not contain '%'",
+    );
     fails(db_url, &["key", "revoke", "key_unknown"], "not found");
 
     // The printed key is the one the server accepts, until it is revoked.

@@ -513,6 +513,18 @@ async fn signed_post(
     target: &str,
     amz_date: &str,
 ) -> (u16, serde_json::Value) {
+    let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
+    signed_post_with(s, key, target, amz_date, &signed).await
+}
+
+/// [`signed_post`] with only `signed` in `SignedHeaders`.
+async fn signed_post_with(
+    s: &Server,
+    key: &AwsKey,
+    target: &str,
+    amz_date: &str,
+    signed: &[&str],
+) -> (u16, serde_json::Value) {
     use facecompare::http::rekognition::sigv4;
     use sha2::Digest;
     let body = b"{}";
@@ -525,9 +537,7 @@ async fn signed_post(
         "content-type",
         "application/x-amz-json-1.1".parse().unwrap(),
     );
-    let signed: Vec<String> = ["content-type", "host", "x-amz-date", "x-amz-target"]
-        .map(String::from)
-        .to_vec();
+    let signed: Vec<String> = signed.iter().map(|h| h.to_string()).collect();
     let payload = hex::encode(sha2::Sha256::digest(body));
     let creq = sigv4::canonical_request("POST", "/", None, &h, &signed, &payload).unwrap();
     let date = &amz_date[..8];
@@ -582,6 +592,24 @@ async fn hand_signed_requests_check_target_and_date(b: Backend) {
     );
     assert!(
         v["message"].as_str().unwrap().starts_with("SourceImage"),
+        "{v}"
+    );
+    // X-Amz-Target left out of SignedHeaders: it could be changed in transit.
+    let (status, v) = signed_post_with(
+        s,
+        &key,
+        "RekognitionService.CompareFaces",
+        &amz_date(0),
+        &["content-type", "host", "x-amz-date"],
+    )
+    .await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("IncompleteSignatureException")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("x-amz-target"),
         "{v}"
     );
     let (status, v) = signed_post(s, &key, "RekognitionService.DetectFaces", &amz_date(0)).await;

@@ -128,14 +128,28 @@ impl Accounts {
             )));
         }
         let org = self.find_org(org_id_or_name).await?;
+        let too_much = || {
+            AccountsError::Invalid(format!(
+                "amount {amount}: the balance of {} would pass the largest one stored ({})",
+                org.name,
+                i64::MAX
+            ))
+        };
+        if org.balance.checked_add(amount).is_none() {
+            return Err(too_much());
+        }
         let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("UPDATE orgs SET balance = balance + $1 WHERE id = $2 RETURNING balance")
-                .bind(amount)
-                .bind(&org.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| AccountsError::OrgNotFound(org_id_or_name.to_string()))?;
+        // The guard keeps a concurrent credit from overflowing the column,
+        // which both databases would answer with a raw error.
+        let row = sqlx::query(
+            "UPDATE orgs SET balance = balance + $1 WHERE id = $2 AND balance <= $3 RETURNING balance",
+        )
+        .bind(amount)
+        .bind(&org.id)
+        .bind(i64::MAX - amount)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(too_much)?;
         let balance: i64 = row.try_get(0)?;
         insert_entry(&mut tx, &org.id, amount, reason, None).await?;
         tx.commit().await?;

@@ -54,6 +54,13 @@ pub(super) fn validate_s3_prefix(prefix: &str) -> Result<(), AccountsError> {
         Some("must not contain empty segments ('//')")
     } else if prefix.chars().any(|c| c.is_control() || c == '\\') {
         Some("must not contain control characters or '\\'")
+    } else if prefix.contains('%') {
+        // The API refuses keys with percent escapes: no key could ever match.
+        Some("must not contain '%' (the API refuses object keys holding it)")
+    } else if prefix.split('/').any(|segment| segment == ".") {
+        Some("must not contain a '.' segment (the API refuses such keys)")
+    } else if prefix.len() >= crate::inputs::s3::MAX_KEY_BYTES {
+        Some("is as long as the longest S3 key the API accepts: no key could follow it")
     } else {
         None
     };
@@ -241,9 +248,14 @@ mod tests {
             "orgs//acme/",
             "",
             "a\\b/",
+            "orgs/%2e%2e/",
+            "orgs/./acme/",
+            &format!("{}/", "a".repeat(crate::inputs::s3::MAX_KEY_BYTES)),
         ] {
             assert!(validate_s3_prefix(bad).is_err(), "{bad}");
         }
+        let e = validate_s3_prefix("orgs/100%/").unwrap_err().to_string();
+        assert!(e.contains("'%'"), "{e}");
     }
 
     #[test]

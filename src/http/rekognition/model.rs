@@ -106,8 +106,9 @@ pub struct Parsed {
 }
 
 pub fn parse(body: &[u8], configured_bucket: Option<&str>) -> Result<Parsed, AwsError> {
-    let req: CompareFacesRequest = serde_json::from_slice(body)
-        .map_err(|e| AwsError::serialization(format!("invalid JSON body: {e}")))?;
+    let req: CompareFacesRequest =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| AwsError::serialization(serialization_message(&e)))?;
     let threshold = req
         .similarity_threshold
         .unwrap_or(DEFAULT_SIMILARITY_THRESHOLD);
@@ -125,6 +126,42 @@ pub fn parse(body: &[u8], configured_bucket: Option<&str>) -> Result<Parsed, Aws
         threshold,
         quality,
     })
+}
+
+/// Names the field (`SourceImage.S3Object.Bucket`) and what was wrong, in the
+/// request's own terms: serde's text names our Rust types (`struct S3Object`,
+/// `f64`), which mean nothing to a client and describe the implementation.
+fn serialization_message(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner();
+    let (line, column) = (inner.line(), inner.column());
+    let what = match inner.classify() {
+        serde_json::error::Category::Data => {
+            let text = inner.to_string();
+            let text = text.split(" at line ").next().unwrap_or_default();
+            let expected = if text.contains("expected struct") || text.contains("expected a map") {
+                "an object"
+            } else if text.contains("expected f64") || text.contains("expected a number") {
+                "a number"
+            } else if text.contains("expected a string") {
+                "a string"
+            } else {
+                "a value of the documented type"
+            };
+            format!("expected {expected}")
+        }
+        serde_json::error::Category::Eof => "the JSON ends early".to_string(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+            "not valid JSON".to_string()
+        }
+    };
+    let path = e.path().to_string();
+    // serde would take a struct from an array too: a top-level array is
+    // simply not the object the request is.
+    if path.is_empty() || path == "." || path.starts_with('[') {
+        format!("request body: {what} (line {line}, column {column})")
+    } else {
+        format!("{path}: {what} (line {line}, column {column})")
+    }
 }
 
 fn image(field: &str, img: Option<Image>, bucket: Option<&str>) -> Result<ImageInput, AwsError> {
@@ -466,6 +503,40 @@ mod tests {
             parse(b"{", None).unwrap_err().kind,
             "SerializationException"
         );
+        // The field is named in the request's terms, never by our Rust types.
+        for (body, field, expected) in [
+            (
+                r#"{"SourceImage":{"S3Object":"x"}}"#,
+                "SourceImage.S3Object",
+                "expected an object",
+            ),
+            (
+                r#"{"SimilarityThreshold":"high"}"#,
+                "SimilarityThreshold",
+                "expected a number",
+            ),
+            (
+                r#"{"SourceImage":{"Bytes":5}}"#,
+                "SourceImage.Bytes",
+                "expected a string",
+            ),
+            (r#"[1]"#, "request body", "expected an object"),
+            (r#"{"SourceImage":"#, "", "the JSON ends early"),
+        ] {
+            let e = parse(body.as_bytes(), None).unwrap_err();
+            assert_eq!(e.kind, "SerializationException");
+            assert!(e.message.starts_with(field), "{body}: {}", e.message);
+            assert!(e.message.contains(expected), "{body}: {}", e.message);
+            for internal in [
+                "struct",
+                "f64",
+                "Option",
+                "CompareFacesRequest",
+                "S3Object ",
+            ] {
+                assert!(!e.message.contains(internal), "{body}: {}", e.message);
+            }
+        }
         let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a....");
         let body =
             format!(r#"{{"SourceImage":{{"Bytes":"{gif}"}},"TargetImage":{{"Bytes":"{gif}"}}}}"#);

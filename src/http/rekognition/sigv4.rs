@@ -333,6 +333,17 @@ pub fn check_headers(
             )));
         }
     }
+    // An unsigned `x-amz-*` header (X-Amz-Target above all) could be changed
+    // in transit without breaking the signature; the SDKs sign every one.
+    if let Some(unsigned) = headers
+        .keys()
+        .map(|k| k.as_str())
+        .find(|k| k.starts_with("x-amz-") && !auth.signed_headers.iter().any(|h| h == k))
+    {
+        return Err(SigError::Incomplete(format!(
+            "SignedHeaders must include {unsigned}: every x-amz-* header the request carries is signed"
+        )));
+    }
     let amz_date = amz_date(headers)?;
     let when = parse_amz_date(amz_date).ok_or_else(|| {
         SigError::Incomplete(format!(
@@ -602,6 +613,32 @@ mod tests {
             prepare(&req(&h, b"{}"), now).unwrap_err(),
             SigError::Missing
         );
+    }
+
+    #[test]
+    fn every_x_amz_header_must_be_signed() {
+        let now = parse_amz_date(DATE).unwrap();
+        let auth = |signed: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=FCAKX/20150830/eu-west-1/rekognition/aws4_request, SignedHeaders={signed}, Signature={}",
+                "0".repeat(64)
+            )
+        };
+        let mut h = request_headers(&auth("host;x-amz-date"), DATE);
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("RekognitionService.CompareFaces"),
+        );
+        // Not x-amz-: the SDKs leave these unsigned.
+        h.insert("x-amzn-trace-id", HeaderValue::from_static("Root=1"));
+        h.insert("user-agent", HeaderValue::from_static("aws-sdk"));
+        assert!(matches!(
+            check_headers(&h, None, now),
+            Err(SigError::Incomplete(m)) if m.starts_with("SignedHeaders must include x-amz-target")
+        ));
+        let signed = auth("host;x-amz-date;x-amz-target");
+        h.insert("authorization", HeaderValue::from_str(&signed).unwrap());
+        assert!(check_headers(&h, None, now).is_ok());
     }
 
     #[test]
