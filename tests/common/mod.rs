@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod onnx;
 pub mod images;
 pub mod pg_cluster;
 pub mod s3;
