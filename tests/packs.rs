@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    Backend, BIN,
+    BIN, Backend,
     onnx::{self, Dim},
 };
 use serde_json::Value;
@@ -103,7 +103,8 @@ fn ok_json(out: &Output, what: &str) -> Value {
         out.status
     );
     eprintln!("{what}:\n{stdout}{stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {stdout}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {stdout}"))
 }
 
 /// Asserts a refused import: exit status 1, every needle in its error, and
@@ -237,7 +238,10 @@ fn the_imported_pack_works_with_compare_calibrate_and_bench() {
     let Some((models, _)) = imported() else {
         return;
     };
-    let ack = [("FACECOMPARE_PACK", "w600k"), ("FACECOMPARE_PACK_LICENCE_ACK", "w600k")];
+    let ack = [
+        ("FACECOMPARE_PACK", "w600k"),
+        ("FACECOMPARE_PACK_LICENCE_ACK", "w600k"),
+    ];
     let (a, b, c) = (
         fixture_path("obama.jpg"),
         fixture_path("obama2.jpg"),
@@ -246,7 +250,12 @@ fn the_imported_pack_works_with_compare_calibrate_and_bench() {
     let same = facecompare(
         models.path(),
         &ack,
-        &["compare", "--explain", a.to_str().unwrap(), b.to_str().unwrap()],
+        &[
+            "compare",
+            "--explain",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
     );
     let v = ok_json(&same, "compare obama obama2");
     assert_eq!(v["isMatch"], true, "{v}");
@@ -273,11 +282,7 @@ fn the_imported_pack_works_with_compare_calibrate_and_bench() {
     let tmp = tempfile::tempdir().unwrap();
     let pairs = fixture_pairs(tmp.path(), 6, 24, false);
     let cal = ok_json(
-        &facecompare(
-            models.path(),
-            &ack,
-            &["calibrate", pairs.to_str().unwrap()],
-        ),
+        &facecompare(models.path(), &ack, &["calibrate", pairs.to_str().unwrap()]),
         "calibrate w600k",
     );
     assert_eq!(cal["pack"], "w600k");
@@ -287,16 +292,29 @@ fn the_imported_pack_works_with_compare_calibrate_and_bench() {
     let bench = facecompare(
         models.path(),
         &ack,
-        &["bench", "--iterations", "1", a.to_str().unwrap(), b.to_str().unwrap()],
+        &[
+            "bench",
+            "--iterations",
+            "1",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
     );
     let text = String::from_utf8_lossy(&bench.stdout);
-    assert!(bench.status.success(), "{text}\n{}", String::from_utf8_lossy(&bench.stderr));
+    assert!(
+        bench.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
     assert!(text.starts_with("pack w600k"), "{text}");
 }
 
 fn refused_with_licence(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "the pack loaded without the acknowledgement");
+    assert!(
+        !out.status.success(),
+        "the pack loaded without the acknowledgement"
+    );
     for n in [
         "non-commercial research use only",
         "commercial use \"no\"",
@@ -424,7 +442,8 @@ fn a_model_pack_zip_gives_its_recognition_model() {
     );
     let fit = ok_json(&out, "pack import buffalo_s_subset.zip");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("using its recognition model buffalo_s/w600k_mbf.onnx"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("using its recognition model buffalo_s/w600k_mbf.onnx"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -437,12 +456,20 @@ fn a_model_pack_zip_gives_its_recognition_model() {
     )
     .unwrap();
     assert_eq!(manifest["licence"]["commercial"], "unknown");
-    assert_eq!(manifest["licence"]["embedder"], "not stated by the operator");
+    assert_eq!(
+        manifest["licence"]["embedder"],
+        "not stated by the operator"
+    );
     // `unknown` also needs the acknowledgement.
     let out = facecompare(
         models.path(),
         &[("FACECOMPARE_PACK", "buffalo-s")],
-        &["bench", "--iterations", "1", fixture_path("obama.jpg").to_str().unwrap()],
+        &[
+            "bench",
+            "--iterations",
+            "1",
+            fixture_path("obama.jpg").to_str().unwrap(),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -467,7 +494,12 @@ fn an_existing_pack_name_is_refused_unless_forced() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is the base pack"), "{stderr}");
-    assert!(models.path().join("mobilefacenet/mobilefacenet.onnx").is_file());
+    assert!(
+        models
+            .path()
+            .join("mobilefacenet/mobilefacenet.onnx")
+            .is_file()
+    );
 
     std::fs::create_dir(models.path().join("mine")).unwrap();
     std::fs::write(models.path().join("mine/old.txt"), "old").unwrap();
@@ -526,7 +558,11 @@ fn refusals_name_the_problem() {
         &import(m, "x", &grey, &pairs, &[]),
         m,
         "x",
-        &["grey.onnx", "is not one 3-channel square image", "[?, 1, 112, 112]"],
+        &[
+            "grey.onnx",
+            "is not one 3-channel square image",
+            "[?, 1, 112, 112]",
+        ],
     );
     let wide = graph(
         "wide.onnx",
@@ -549,7 +585,11 @@ fn refusals_name_the_problem() {
         &import(m, "x", &scrfd, &pairs, &[]),
         m,
         "x",
-        &["scrfd_500m_bnkps.onnx", "is not one 3-channel square image", "pass --size"],
+        &[
+            "scrfd_500m_bnkps.onnx",
+            "is not one 3-channel square image",
+            "pass --size",
+        ],
     );
     refused(
         &import(m, "x", &scrfd, &pairs, &["--size", "640"]),
@@ -579,7 +619,10 @@ fn refusals_name_the_problem() {
     let nan = graph(
         "nan.onnx",
         onnx::on_mean_colour(
-            &[("Sub", &["colour", "colour"], "zero"), ("Div", &["zero", "zero"], "y")],
+            &[
+                ("Sub", &["colour", "colour"], "zero"),
+                ("Div", &["zero", "zero"], "y"),
+            ],
             &[],
         ),
     );
@@ -592,7 +635,10 @@ fn refusals_name_the_problem() {
     let constant = graph(
         "constant.onnx",
         onnx::on_mean_colour(
-            &[("Mul", &["colour", "zero"], "z"), ("Add", &["z", "one"], "y")],
+            &[
+                ("Mul", &["colour", "zero"], "z"),
+                ("Add", &["z", "one"], "y"),
+            ],
             &[("zero", 0.0), ("one", 1.0)],
         ),
     );
@@ -610,7 +656,10 @@ fn refusals_name_the_problem() {
         &import(m, "x", &w600k, &mislabelled, &[]),
         m,
         "x",
-        &["does not separate the calibration pairs", "the floor is 80 %"],
+        &[
+            "does not separate the calibration pairs",
+            "the floor is 80 %",
+        ],
     );
 
     // Too few pairs of either kind.
@@ -619,14 +668,20 @@ fn refusals_name_the_problem() {
         &import(m, "x", &w600k, &few_same, &[]),
         m,
         "x",
-        &["20 same-person and 500 different-person pairs", "at least 100 and 500"],
+        &[
+            "20 same-person and 500 different-person pairs",
+            "at least 100 and 500",
+        ],
     );
     let few_different = fixture_pairs(tmp.path(), 100, 30, false);
     refused(
         &import(m, "x", &w600k, &few_different, &[]),
         m,
         "x",
-        &["100 same-person and 30 different-person pairs", "at least 100 and 500"],
+        &[
+            "100 same-person and 30 different-person pairs",
+            "at least 100 and 500",
+        ],
     );
     // Nothing was left in the models folder (no staging folders either).
     let left: Vec<String> = std::fs::read_dir(m)

@@ -206,7 +206,12 @@ fn check_embeddings(embeddings: &[(&Path, &[f32])]) -> anyhow::Result<()> {
     };
     let spread = embeddings
         .iter()
-        .map(|(_, e)| e.iter().zip(*first).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max))
+        .map(|(_, e)| {
+            e.iter()
+                .zip(*first)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        })
         .fold(0f32, f32::max);
     ensure!(
         spread > 1e-5,
@@ -263,7 +268,10 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
             [x * k, y * k]
         }),
         t if t.len() == 10 => std::array::from_fn(|i| [t[2 * i], t[2 * i + 1]]),
-        t => bail!("--template: give 10 numbers (x,y of five points), not {}", t.len()),
+        t => bail!(
+            "--template: give 10 numbers (x,y of five points), not {}",
+            t.len()
+        ),
     };
     let embedder = EmbedderSpec {
         file: file.clone(),
@@ -390,6 +398,15 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         candidate.manifest.embedder.dim,
         args.calibrate.display()
     ));
+    // The detector and age blocks verbatim (fields this version does not read are kept).
+    let base_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        Pack::manifest_path(&config.models_dir, &args.base),
+    )?)?;
+    for block in ["detector", "age"] {
+        if let Some(b) = base_json.get(block) {
+            value[block] = b.clone();
+        }
+    }
     let base_licence = base.manifest.extra.get("licence");
     let part = |k: &str| {
         base_licence
@@ -413,9 +430,10 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     }
 
     // Written beside the target and renamed into place: a failed write leaves no half pack.
-    let staging = config
-        .models_dir
-        .join(format!(".{}.importing-{}", args.name, std::process::id()));
+    let staging =
+        config
+            .models_dir
+            .join(format!(".{}.importing-{}", args.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
@@ -433,7 +451,8 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         (serde_json::to_string_pretty(&value)? + "\n").as_bytes(),
     )?;
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
     }
     std::fs::rename(&staging, &dir)
         .with_context(|| format!("cannot move {} to {}", staging.display(), dir.display()))?;
@@ -507,7 +526,10 @@ mod tests {
         assert!(e.to_string().contains("same embedding"), "{e}");
         let nan = [f32::NAN, 0.0];
         let e = check_embeddings(&[(a, &same[..]), (b, &nan[..])]).unwrap_err();
-        assert!(e.to_string().contains("NaN") && e.to_string().contains("b.jpg"), "{e}");
+        assert!(
+            e.to_string().contains("NaN") && e.to_string().contains("b.jpg"),
+            "{e}"
+        );
         check_embeddings(&[(a, &same[..]), (b, &[0.8, 0.6][..])]).unwrap();
     }
 }

@@ -54,8 +54,8 @@ impl Embedder {
             Layout::NHWC => [crops.len(), size, size, 3],
             Layout::NCHW => [crops.len(), 3, size, size],
         };
-        let tensor = TensorRef::from_array_view((shape, input.as_slice()))
-            .context("embedder input")?;
+        let tensor =
+            TensorRef::from_array_view((shape, input.as_slice())).context("embedder input")?;
         let outputs = self
             .session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
@@ -147,7 +147,9 @@ mod tests {
         push_normalised(&mut chw, &crop, &spec);
         assert_eq!(
             chw,
-            [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 10.0, 10.5, 11.0, 11.5]
+            [
+                0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 10.0, 10.5, 11.0, 11.5
+            ]
         );
     }
 

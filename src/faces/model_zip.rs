@@ -57,8 +57,12 @@ pub fn onnx_members(zip: &[u8]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
             packed != u32::MAX as usize && size != u32::MAX as usize,
             "{name}: a zip64 member: extract it and pass the .onnx file instead"
         );
-        ensure!(u32_at(zip, local)? == LOCAL, "{name}: corrupt zip local header");
-        let start = local + 30 + u16_at(zip, local + 26)? as usize + u16_at(zip, local + 28)? as usize;
+        ensure!(
+            u32_at(zip, local)? == LOCAL,
+            "{name}: corrupt zip local header"
+        );
+        let start =
+            local + 30 + u16_at(zip, local + 26)? as usize + u16_at(zip, local + 28)? as usize;
         let data = zip
             .get(start..start + packed)
             .with_context(|| format!("{name}: truncated zip member"))?;

@@ -312,8 +312,13 @@ mod tests {
     #[test]
     fn the_shipped_packs_load_without_acknowledgement() {
         for name in ["mobilefacenet", "dlib"] {
-            let m = Pack::read_manifest(Path::new(env!("CARGO_MANIFEST_DIR")).join("models").as_path(), name)
-                .unwrap();
+            let m = Pack::read_manifest(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("models")
+                    .as_path(),
+                name,
+            )
+            .unwrap();
             assert_eq!(m.info().commercial, Commercial::Yes, "{name}");
             m.licence_gate(None).unwrap();
         }

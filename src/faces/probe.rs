@@ -62,7 +62,11 @@ pub fn embedder(file: &str, model: &[u8], size: Option<u32>) -> anyhow::Result<P
     let (layout, h, w) = match shape[..] {
         [_, 3, h, w] => (Layout::NCHW, h, w),
         [_, h, w, 3] => (Layout::NHWC, h, w),
-        [_, _, _, _] => return Err(not_an_image(&format!("shape {shape_s}: no axis of 3 channels"))),
+        [_, _, _, _] => {
+            return Err(not_an_image(&format!(
+                "shape {shape_s}: no axis of 3 channels"
+            )));
+        }
         _ => return Err(not_an_image(&format!("shape {shape_s}: not 4 axes"))),
     };
     let size = match (h, w, size) {
@@ -100,7 +104,8 @@ pub fn embedder(file: &str, model: &[u8], size: Option<u32>) -> anyhow::Result<P
         )
     };
     let declared = match out_type {
-        ValueType::Tensor { ty, shape, .. } if *ty == TensorElementType::Float32 => match shape[..] {
+        ValueType::Tensor { ty, shape, .. } if *ty == TensorElementType::Float32 => match shape[..]
+        {
             [_, d] => (d > 0).then_some(d as usize),
             _ => return Err(not_a_vector(format!("shape {}", shape_text(shape)))),
         },

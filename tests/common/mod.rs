@@ -16,8 +16,8 @@
 #![allow(dead_code)]
 
 pub mod backends;
-pub mod onnx;
 pub mod images;
+pub mod onnx;
 pub mod pg_cluster;
 pub mod s3;
 
