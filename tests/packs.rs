@@ -408,6 +408,47 @@ fn serve_needs_the_licence_acknowledgement_then_compares_over_http() {
             .await;
         let v = r.assert_compare_ok();
         assert_eq!(v["isMatch"], false, "{v}");
+
+        // The Rekognition protocol, through the real AWS SDK.
+        let k = common::cli_json(
+            &server.db_url,
+            &["key", "create", "--org", &org.id, "--aws", "--json"],
+        )
+        .await;
+        let config = aws_sdk_rekognition::Config::builder()
+            .behavior_version(aws_sdk_rekognition::config::BehaviorVersion::latest())
+            .region(aws_sdk_rekognition::config::Region::new("eu-west-1"))
+            .endpoint_url(&server.base)
+            .credentials_provider(aws_sdk_rekognition::config::Credentials::new(
+                k["accessKeyId"].as_str().unwrap(),
+                k["secretAccessKey"].as_str().unwrap(),
+                None,
+                None,
+                "facecompare",
+            ))
+            .build();
+        let image = |b: Vec<u8>| {
+            aws_sdk_rekognition::types::Image::builder()
+                .bytes(aws_sdk_rekognition::primitives::Blob::new(b))
+                .build()
+        };
+        let out = aws_sdk_rekognition::Client::from_conf(config)
+            .compare_faces()
+            .source_image(image(a.clone()))
+            .target_image(image(b.clone()))
+            .send()
+            .await
+            .expect("CompareFaces");
+        assert_eq!(out.face_matches().len(), 1, "{out:?}");
+        assert!(
+            out.face_matches()[0].similarity().unwrap() >= 80.0,
+            "{out:?}"
+        );
+
+        // The try page is served unchanged.
+        let page = server.get("/try").await;
+        assert_eq!(page.status, 200);
+        assert!(page.text.contains("<html"), "{}", page.text);
     });
     let log = common::tail(server.log.as_ref().unwrap());
     assert!(
