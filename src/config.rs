@@ -88,6 +88,9 @@ pub struct Config {
     pub s3: Option<S3Config>,
     pub models_dir: PathBuf,
     pub pack: String,
+    /// `FACECOMPARE_PACK_LICENCE_ACK`: the packs whose licence the operator
+    /// accepted (a pack marked `commercial: no|unknown` loads only then).
+    pub pack_licence_ack: Option<String>,
     /// Inference workers (one ONNX Runtime session set each).
     pub workers: usize,
     /// Intra-op threads per ONNX Runtime session.
@@ -179,7 +182,12 @@ pub const VARIABLES: &[Variable] = &[
     v(
         "FACECOMPARE_PACK",
         "mobilefacenet",
-        "model pack (mobilefacenet, dlib)",
+        "model pack (mobilefacenet, dlib, or one made with `pack import`)",
+    ),
+    v(
+        "FACECOMPARE_PACK_LICENCE_ACK",
+        "unset",
+        "pack name(s), comma-separated, whose recorded licence the operator accepts: a pack not cleared for commercial use loads only when named here",
     ),
     v(
         "FACECOMPARE_WORKERS",
@@ -357,6 +365,7 @@ impl Config {
                 var("FACECOMPARE_MODELS_DIR").unwrap_or_else(|| "models".into()),
             ),
             pack: var("FACECOMPARE_PACK").unwrap_or_else(|| "mobilefacenet".into()),
+            pack_licence_ack: var("FACECOMPARE_PACK_LICENCE_ACK"),
             workers: workers.max(1),
             intra_threads: parse_var("FACECOMPARE_INTRA_THREADS", 1usize)?.max(1),
             queue_capacity: parse_var("FACECOMPARE_QUEUE_CAPACITY", 64usize)?.max(1),

@@ -79,6 +79,16 @@ pub struct Metrics {
     pub tokens_charged: Counter,
     pub jobs_skipped: Counter,
     pub bodies_refused: Counter,
+    pub pack_info: Family<PackLabels, Gauge>,
+}
+
+/// `facecompare_model_pack_info`: always 1; the labels say which pack serves.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PackLabels {
+    pub pack: String,
+    pub embedder_sha256: String,
+    pub licence: String,
+    pub commercial: String,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -156,7 +166,14 @@ impl Metrics {
             "Compares refused with 503 overloaded because the request-body byte budget was spent",
             bodies_refused.clone(),
         );
+        let pack_info = Family::<PackLabels, Gauge>::default();
+        registry.register(
+            "model_pack_info",
+            "The model pack in use (always 1): name, embedder sha256, recorded licence and commercial use",
+            pack_info.clone(),
+        );
         Self {
+            pack_info,
             bodies_refused,
             registry,
             requests,
@@ -188,6 +205,10 @@ impl Metrics {
             .observe(seconds);
     }
 
+    pub fn set_pack(&self, labels: PackLabels) {
+        self.pack_info.get_or_create(&labels).set(1);
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -207,6 +228,12 @@ mod tests {
         m.observe_stage("detect", 0.05);
         m.queue_depth.set(3);
         m.tokens_charged.inc_by(2);
+        m.set_pack(PackLabels {
+            pack: "mine".into(),
+            embedder_sha256: "ab".repeat(32),
+            licence: "research only".into(),
+            commercial: "no".into(),
+        });
         let text = m.render();
         for needle in [
             "facecompare_requests_total{route=\"/v1/face/compare\",status=\"200\"} 1",
@@ -217,6 +244,8 @@ mod tests {
             "facecompare_child_calibration_pairs_total",
             "facecompare_age_passes_run_total",
             "facecompare_age_passes_skipped_total",
+            "facecompare_model_pack_info{pack=\"mine\",embedder_sha256=\"abab",
+            "licence=\"research only\",commercial=\"no\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

@@ -32,11 +32,9 @@ fn load_pack(pack: &Option<String>) -> anyhow::Result<(Config, Pack)> {
     let config = Config::from_env()?;
     let name = pack.clone().unwrap_or_else(|| config.pack.clone());
     let pack = Pack::load(&config.models_dir, &name)?;
+    pack.manifest
+        .licence_gate(config.pack_licence_ack.as_deref())?;
     Ok((config, pack))
-}
-
-fn analyze_file(models: &mut Models, path: &Path, max_faces: usize) -> anyhow::Result<Analysis> {
-    analyze_file_at(models, path, max_faces, Depth::Compare)
 }
 
 fn analyze_file_at(
@@ -233,10 +231,11 @@ fn quality_explain(source: &Analysis, target: &Analysis) -> serde_json::Value {
 }
 
 /// Analyses `paths` on `workers` threads, each with its own models.
-fn parallel_analyze(
+pub(super) fn parallel_analyze(
     pack: &Pack,
     paths: &[PathBuf],
     workers: usize,
+    depth: Depth,
 ) -> anyhow::Result<HashMap<PathBuf, Result<Analysis, String>>> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(HashMap::new());
@@ -250,7 +249,7 @@ fn parallel_analyze(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { return };
-                    let r = analyze_file(&mut models, path, MAX_TARGET_FACES)
+                    let r = analyze_file_at(&mut models, path, MAX_TARGET_FACES, depth)
                         .map_err(|e| format!("{e:#}"));
                     out.lock().unwrap().insert(path.clone(), r);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -269,15 +268,15 @@ fn parallel_analyze(
     Ok(out.into_inner().unwrap())
 }
 
-struct Pair {
-    a: PathBuf,
-    b: PathBuf,
-    same: bool,
+pub(super) struct Pair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub same: bool,
     /// The optional `child` column: 1 when both photos show children.
-    child: bool,
+    pub child: bool,
 }
 
-fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
+pub(super) fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
     let text =
         std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -348,7 +347,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         pairs.len(),
         images.len()
     );
-    let analyses = parallel_analyze(&pack, &images, config.workers)?;
+    let analyses = parallel_analyze(&pack, &images, config.workers, Depth::Compare)?;
     for (path, r) in &analyses {
         if let Err(e) = r {
             bail!("{}: {e}", path.display());

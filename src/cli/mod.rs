@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod admin;
 pub mod faces;
+pub mod pack;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,16 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Measure pipeline latency on local images.
     Bench(BenchArgs),
+    /// Model packs: bring a third-party embedder (docs/packs.md).
+    #[command(subcommand)]
+    Pack(PackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Make a pack from an ONNX embedder (or an InsightFace model-pack .zip),
+    /// calibrated on labelled pairs, with the licence the operator states.
+    Import(pack::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +189,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Compare(args) => return faces::compare(&args),
         Command::Calibrate(args) => return faces::calibrate(&args),
         Command::Bench(args) => return faces::bench(&args),
+        Command::Pack(PackCommand::Import(args)) => return pack::import(&args),
         _ => {}
     }
     let config = crate::config::Config::from_env()?;
@@ -191,7 +203,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Org(cmd) => admin::org(&config, cmd).await,
             Command::Key(cmd) => admin::key(&config, cmd).await,
             Command::Tokens(cmd) => admin::tokens(&config, cmd).await,
-            Command::Compare(_) | Command::Calibrate(_) | Command::Bench(_) => {
+            Command::Compare(_) | Command::Calibrate(_) | Command::Bench(_) | Command::Pack(_) => {
                 anyhow::bail!("internal: face tools run outside the runtime")
             }
         }

@@ -6,7 +6,7 @@ use ort::{session::Session, value::TensorRef};
 use super::{
     detect::Face,
     geometry::{self, Affine},
-    pack::EmbedderSpec,
+    pack::{EmbedderSpec, Layout},
 };
 
 pub struct Embedder {
@@ -42,22 +42,20 @@ impl Embedder {
             return Ok(Vec::new());
         }
         let size = self.spec.size as usize;
-        let (mean, std) = (self.spec.mean, self.spec.std);
         let mut input = Vec::with_capacity(crops.len() * size * size * 3);
         for crop in crops {
             ensure!(
                 crop.dimensions() == (size as u32, size as u32),
                 "crop has the wrong size"
             );
-            input.extend(
-                crop.as_raw()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (v as f32 - mean[i % 3]) / std[i % 3]),
-            );
+            push_normalised(&mut input, crop, &self.spec);
         }
-        let tensor = TensorRef::from_array_view(([crops.len(), size, size, 3], input.as_slice()))
-            .context("embedder input")?;
+        let shape = match self.spec.layout {
+            Layout::NHWC => [crops.len(), size, size, 3],
+            Layout::NCHW => [crops.len(), 3, size, size],
+        };
+        let tensor =
+            TensorRef::from_array_view((shape, input.as_slice())).context("embedder input")?;
         let outputs = self
             .session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
@@ -72,6 +70,29 @@ impl Embedder {
             crops.len()
         );
         Ok(raw.chunks_exact(self.spec.dim).map(normalise).collect())
+    }
+}
+
+/// Appends one crop as `(x - mean) / std` per channel, in the spec's layout.
+fn push_normalised(out: &mut Vec<f32>, crop: &RgbImage, spec: &EmbedderSpec) {
+    let (mean, std) = (spec.mean, spec.std);
+    let raw = crop.as_raw();
+    match spec.layout {
+        Layout::NHWC => out.extend(
+            raw.iter()
+                .enumerate()
+                .map(|(i, &v)| (v as f32 - mean[i % 3]) / std[i % 3]),
+        ),
+        Layout::NCHW => {
+            for c in 0..3 {
+                out.extend(
+                    raw.iter()
+                        .skip(c)
+                        .step_by(3)
+                        .map(|&v| (v as f32 - mean[c]) / std[c]),
+                );
+            }
+        }
     }
 }
 
@@ -104,6 +125,33 @@ pub fn align_to(t: &[[f64; 2]; 5], face: &Face) -> Affine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nchw_puts_each_channel_in_its_own_plane() {
+        let mut spec: EmbedderSpec = serde_json::from_value(serde_json::json!({
+            "file": "x.onnx", "sha256": "", "input": "i", "output": "o", "size": 2,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 2.0], "dim": 4,
+            "template": [[0.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [1.0, 1.0]]
+        }))
+        .unwrap();
+        assert_eq!(spec.layout, Layout::NHWC, "absent layout reads as NHWC");
+        let crop = RgbImage::from_fn(2, 2, |x, y| {
+            let p = (y * 2 + x) as u8;
+            image::Rgb([p, 10 + p, 20 + p])
+        });
+        let mut hwc = Vec::new();
+        push_normalised(&mut hwc, &crop, &spec);
+        assert_eq!(&hwc[..6], &[0.0, 10.0, 10.0, 1.0, 11.0, 10.5]);
+        spec.layout = Layout::NCHW;
+        let mut chw = Vec::new();
+        push_normalised(&mut chw, &crop, &spec);
+        assert_eq!(
+            chw,
+            [
+                0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0, 10.0, 10.5, 11.0, 11.5
+            ]
+        );
+    }
 
     #[test]
     fn cosine_of_normalised_vectors() {

@@ -9,9 +9,11 @@ pub mod decode;
 pub mod detect;
 pub mod embed;
 pub mod geometry;
+pub mod model_zip;
 pub mod pack;
 pub mod pipeline;
 pub mod pool;
+pub mod probe;
 pub mod quality;
 pub mod reencode;
 pub mod report;
@@ -177,7 +179,7 @@ pub enum FacesError {
 #[derive(Clone)]
 pub struct Engine {
     pool: Arc<Pool>,
-    pack: Arc<str>,
+    pack: Arc<pack::PackInfo>,
     policy: Arc<Policy>,
 }
 
@@ -190,7 +192,7 @@ impl Engine {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Engine {
             pool: Arc::new(Pool::start(models, cfg.queue_capacity.max(1))),
-            pack: pack.manifest.name.clone().into(),
+            pack: Arc::new(pack.manifest.info()),
             policy: Arc::new(Policy::new(
                 pack.manifest.calibration.clone(),
                 pack.manifest.age.as_ref(),
@@ -316,6 +318,11 @@ impl Engine {
 
     /// Name of the model pack in use.
     pub fn pack(&self) -> &str {
+        &self.pack.name
+    }
+
+    /// The pack in use: name, embedder sha256 and recorded licence.
+    pub fn pack_info(&self) -> &pack::PackInfo {
         &self.pack
     }
 }

@@ -43,6 +43,26 @@ pub struct EmbedderSpec {
     /// Area-downscale the face region before warping when it is much larger than the crop.
     #[serde(default)]
     pub antialias: bool,
+    /// Tensor layout of the input: `NHWC` (the shipped packs) or `NCHW`
+    /// (InsightFace's ArcFace models).
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    #[default]
+    NHWC,
+    NCHW,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::NHWC => "NHWC",
+            Layout::NCHW => "NCHW",
+        })
+    }
 }
 
 /// The age estimator and the child policy (issue 8). Optional: a pack without
@@ -83,6 +103,86 @@ pub struct Manifest {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What the manifest's `licence.commercial` says about commercial use of the
+/// pack (the shipped packs: `yes`; an imported pack: what its operator stated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Commercial {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Commercial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Commercial::Yes => "yes",
+            Commercial::No => "no",
+            Commercial::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::str::FromStr for Commercial {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "yes" => Ok(Commercial::Yes),
+            "no" => Ok(Commercial::No),
+            "unknown" => Ok(Commercial::Unknown),
+            other => Err(format!("{other:?}: use yes, no or unknown")),
+        }
+    }
+}
+
+/// The pack's identity as start-up, `/readyz` and the info metric show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackInfo {
+    pub name: String,
+    pub embedder_sha256: String,
+    /// The embedder's licence as recorded (`licence.embedder`).
+    pub licence: String,
+    pub commercial: Commercial,
+}
+
+impl Manifest {
+    /// The recorded licence; a manifest that states no `licence.commercial`
+    /// reads as `unknown` (only a stated `yes` loads without acknowledgement).
+    pub fn info(&self) -> PackInfo {
+        let licence = self.extra.get("licence");
+        let field = |k: &str| licence.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+        PackInfo {
+            name: self.name.clone(),
+            embedder_sha256: self.embedder.sha256.to_ascii_lowercase(),
+            licence: field("embedder").unwrap_or("not recorded").to_string(),
+            commercial: field("commercial")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(Commercial::Unknown),
+        }
+    }
+
+    /// Refuses a pack not cleared for commercial use unless `ack`
+    /// (`FACECOMPARE_PACK_LICENCE_ACK`, names separated by commas) names it.
+    pub fn licence_gate(&self, ack: Option<&str>) -> anyhow::Result<()> {
+        let info = self.info();
+        if info.commercial == Commercial::Yes
+            || ack.is_some_and(|a| a.split(',').any(|n| n.trim() == info.name))
+        {
+            return Ok(());
+        }
+        bail!(
+            "model pack {:?}: its manifest records the embedder licence {:?} and commercial use {:?}; \
+             it loads only when the operator acknowledges that licence: set \
+             FACECOMPARE_PACK_LICENCE_ACK={} (docs/packs.md)",
+            info.name,
+            info.licence,
+            info.commercial.as_str(),
+            info.name
+        )
+    }
+}
+
 /// A loaded, verified pack.
 #[derive(Debug, Clone)]
 pub struct Pack {
@@ -98,16 +198,9 @@ impl Pack {
         models_dir.join(name).join("manifest.json")
     }
 
-    /// Reads the manifest and both model files, refusing files whose sha256 differs.
-    pub fn load(models_dir: &Path, name: &str) -> anyhow::Result<Self> {
-        ensure!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "pack name {name:?}: use letters, digits, '-' or '_'"
-        );
-        let dir = models_dir.join(name);
+    /// Reads and checks a pack's manifest only (no model file).
+    pub fn read_manifest(models_dir: &Path, name: &str) -> anyhow::Result<Manifest> {
+        check_name(name)?;
         let path = Self::manifest_path(models_dir, name);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -125,6 +218,13 @@ impl Pack {
             .calibration
             .validate()
             .with_context(|| format!("model pack {name:?}: calibration"))?;
+        Ok(manifest)
+    }
+
+    /// Reads the manifest and both model files, refusing files whose sha256 differs.
+    pub fn load(models_dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let manifest = Self::read_manifest(models_dir, name)?;
+        let dir = models_dir.join(name);
         let detector_bytes =
             read_verified(&dir, &manifest.detector.file, &manifest.detector.sha256)?;
         let embedder_bytes =
@@ -167,6 +267,18 @@ impl Pack {
     }
 }
 
+/// A pack name is one folder name: letters, digits, `-`, `_`.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "pack name {name:?}: use letters, digits, '-' or '_'"
+    );
+    Ok(())
+}
+
 fn read_verified(dir: &Path, file: &str, sha256: &str) -> anyhow::Result<Vec<u8>> {
     if file.contains("..") || file.starts_with('/') {
         bail!("manifest names {file:?}: model files must lie inside the pack folder");
@@ -182,4 +294,60 @@ fn read_verified(dir: &Path, file: &str, sha256: &str) -> anyhow::Result<Vec<u8>
         );
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(licence: serde_json::Value) -> Manifest {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilefacenet/manifest.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["name"] = "mine".into();
+        v["licence"] = licence;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_packs_load_without_acknowledgement() {
+        for name in ["mobilefacenet", "dlib"] {
+            let m = Pack::read_manifest(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("models")
+                    .as_path(),
+                name,
+            )
+            .unwrap();
+            assert_eq!(m.info().commercial, Commercial::Yes, "{name}");
+            m.licence_gate(None).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_pack_not_cleared_for_commercial_use_needs_its_name_acknowledged() {
+        for commercial in [Some("no"), Some("unknown"), None] {
+            let mut licence = serde_json::json!({"embedder": "research only"});
+            if let Some(c) = commercial {
+                licence["commercial"] = c.into();
+            }
+            let m = manifest(licence);
+            let e = m.licence_gate(None).unwrap_err().to_string();
+            assert!(
+                e.contains("\"research only\"") && e.contains("FACECOMPARE_PACK_LICENCE_ACK=mine"),
+                "{e}"
+            );
+            let want = commercial.unwrap_or("unknown");
+            assert!(e.contains(&format!("commercial use \"{want}\"")), "{e}");
+            assert!(m.licence_gate(Some("other")).is_err());
+            assert!(m.licence_gate(Some("mine-2")).is_err());
+            m.licence_gate(Some("mine")).unwrap();
+            m.licence_gate(Some("other, mine")).unwrap();
+        }
+        let m = manifest(serde_json::json!({"embedder": "MIT", "commercial": "yes"}));
+        m.licence_gate(None).unwrap();
+        let info = m.info();
+        assert_eq!(info.licence, "MIT");
+        assert_eq!(info.embedder_sha256.len(), 64);
+    }
 }

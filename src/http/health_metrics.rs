@@ -41,6 +41,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "status": if ready { "ready" } else { "not_ready" },
         "database": database,
         "models": state.engine.pack(),
+        "pack": state.engine.pack_info(),
         "queueDepth": state.engine.queue_depth(),
     });
     (status, Json(body)).into_response()

@@ -17,6 +17,7 @@
 
 pub mod backends;
 pub mod images;
+pub mod onnx;
 pub mod pg_cluster;
 pub mod s3;
 

