@@ -1,134 +1,23 @@
-//! Accounts against real databases: every scenario runs on SQLite (a temp
-//! file) and on PostgreSQL (a fresh database per test, dropped afterwards).
+//! Accounts against real databases, through the library (no server): every
+//! scenario runs on SQLite (a temp file) and on PostgreSQL (a fresh database
+//! per test, dropped afterwards), as `<scenario>::sqlite` and
+//! `<scenario>::postgres` (`common::AccountsDb`, `on_both_backends!`).
 //!
 //! PostgreSQL comes from `FACECOMPARE_TEST_PG_URL` (a server URL; default
 //! `postgres://postgres@127.0.0.1:5432/`). When it is unreachable the
 //! PostgreSQL tests fail if `CI` is set, and otherwise skip with a message.
+mod common;
+
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use common::{AccountsDb, Backend, backends::on_both_backends};
 use facecompare::{
     accounts::{Accounts, AccountsError, IdempotencyBegin, NewOrg, Org},
     config::RateLimit,
 };
-use sqlx::Connection;
-
-// ---------------------------------------------------------------- harness
-
-struct SqliteDb {
-    _dir: tempfile::TempDir,
-    url: String,
-    accounts: Accounts,
-}
-
-impl SqliteDb {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // A folder that does not exist yet: connect must create it.
-        let url = format!("sqlite://{}/nested/fc.db", dir.path().display());
-        let accounts = Accounts::connect(&url).await.expect("connect sqlite");
-        accounts.migrate().await.expect("migrate sqlite");
-        Self {
-            _dir: dir,
-            url,
-            accounts,
-        }
-    }
-}
-
-struct PgDb {
-    admin_url: String,
-    name: String,
-    url: String,
-    accounts: Accounts,
-}
-
-fn pg_server_url() -> String {
-    let url = std::env::var("FACECOMPARE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
-    // Keep scheme://user@host:port, drop any database path or query.
-    let (scheme, rest) = url
-        .split_once("://")
-        .expect("FACECOMPARE_TEST_PG_URL must be a postgres:// URL");
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    format!("{scheme}://{authority}")
-}
-
-impl PgDb {
-    /// A freshly created, migrated database; None (after a message) when
-    /// PostgreSQL is unreachable outside CI.
-    async fn new() -> Option<Self> {
-        let server = pg_server_url();
-        let admin_url = format!("{server}/postgres");
-        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-            Ok(conn) => conn,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!(
-                    "SKIPPED: PostgreSQL at {server} unreachable ({e}); set FACECOMPARE_TEST_PG_URL, or CI=1 to make this fail"
-                );
-                return None;
-            }
-            Err(e) => panic!("PostgreSQL at {server} unreachable and CI is set: {e}"),
-        };
-        let name = format!(
-            "fc_test_{}_{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        admin.close().await.ok();
-        let url = format!("{server}/{name}");
-        let accounts = Accounts::connect(&url).await.expect("connect postgres");
-        accounts.migrate().await.expect("migrate postgres");
-        Some(Self {
-            admin_url,
-            name,
-            url,
-            accounts,
-        })
-    }
-
-    async fn drop_db(self) {
-        self.accounts.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::raw_sql(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
-}
-
-/// Generates one SQLite and one PostgreSQL test per scenario `async fn(&Accounts)`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let db = super::SqliteDb::new().await;
-                    super::$scenario(&db.accounts).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let Some(db) = super::PgDb::new().await else { return };
-                    super::$scenario(&db.accounts).await;
-                    db.drop_db().await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
+    accounts;
     migrations_are_idempotent,
     orgs_by_id_or_name_and_validation,
     keys_authenticate_and_revoke,
@@ -628,23 +517,31 @@ async fn default_org_created_once(acc: &Accounts) {
 
 // ---------------------------------------------------------------- several replicas
 
+async fn sqlite() -> AccountsDb {
+    AccountsDb::open(Backend::Sqlite)
+        .await
+        .expect("SQLite opens")
+}
+
 /// Two `Accounts` on one PostgreSQL database stand for two server replicas:
 /// balances, rate limits and idempotency records must be shared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_share_state() {
-    let Some(db) = PgDb::new().await else { return };
+    let Some(db) = AccountsDb::open(Backend::Postgres).await else {
+        return;
+    };
     let a = db.accounts.clone();
     let b = Accounts::connect(&db.url).await.unwrap();
     b.migrate().await.expect("concurrent-safe, already applied");
     replicas_share_state(&a, &b).await;
     b.pool.close().await;
-    db.drop_db().await;
+    db.close().await;
 }
 
 /// The same with two SQLite pools on one file (two processes on one host).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_replicas_share_state() {
-    let db = SqliteDb::new().await;
+    let db = sqlite().await;
     let b = Accounts::connect(&db.url).await.unwrap();
     replicas_share_state(&db.accounts, &b).await;
 }
@@ -711,7 +608,7 @@ async fn replicas_share_state(a: &Accounts, b: &Accounts) {
 /// busy_timeout must absorb the contention, never "database is locked".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_concurrent_writes_never_fail_locked() {
-    let db = SqliteDb::new().await;
+    let db = sqlite().await;
     let b = Accounts::connect(&db.url).await.unwrap();
     let mut spec = new_org("hammer", 40);
     spec.rate_limit = limit("1000/s");

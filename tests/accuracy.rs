@@ -1,39 +1,23 @@
 //! Accuracy of the shipped calibration on the labelled sets in `../shared/eval`
 //! (third-party images, read in place), through the real `facecompare
 //! calibrate` command. Skips with a message when `../shared` is absent.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod common;
 
-fn eval_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (labelled eval sets live beside the repository)",
-            dir.display()
-        );
-        None
-    }
-}
+use std::{path::Path, process::Command};
+
+use common::{engine_env, eval_dir};
 
 /// `facecompare calibrate CSV --pack P` (without --write): how the pack's
 /// current calibration does on the pairs, plus a refit it only prints.
 fn calibrate(csv: &Path, pack: &str) -> serde_json::Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ort = std::env::var_os("ORT_DYLIB_PATH").unwrap_or_else(|| {
-        root.join(".ort")
-            .join(facecompare::faces::runtime::ORT_LIB)
-            .into_os_string()
-    });
-    let out = Command::new(env!("CARGO_BIN_EXE_facecompare"))
-        .args(["calibrate", csv.to_str().unwrap(), "--pack", pack])
-        .env("ORT_DYLIB_PATH", ort)
-        .env("FACECOMPARE_MODELS_DIR", root.join("models"))
-        .output()
-        .expect("run facecompare calibrate");
+    let out = engine_env(Command::new(common::BIN).args([
+        "calibrate",
+        csv.to_str().unwrap(),
+        "--pack",
+        pack,
+    ]))
+    .output()
+    .expect("run facecompare calibrate");
     assert!(
         out.status.success(),
         "calibrate failed: {}",

@@ -1,53 +1,23 @@
 //! The age model against the original runtime (tfjs outputs stored in
 //! tests/fixtures/age_reference.json by tools/models/age_fixtures.py) and the
 //! child policy on real embeddings of the fetched fixture photos.
-use std::{path::PathBuf, sync::OnceLock};
+mod common;
+
+use common::{fixture, load_pack as pack, repo};
 
 use facecompare::faces::{
     StageTimings,
     age::expected_age,
     calibration::{FLOOR, Map, Policy},
     embed::cosine,
-    pack::Pack,
     pipeline::{Analysis, MAX_TARGET_FACES, Models},
     score,
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = root().join("tests/fixtures/fetched").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/fetch-fixtures.sh first",
-            path.display()
-        )
-    })
-}
-
-fn pack(name: &str) -> Pack {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            unsafe {
-                std::env::set_var(
-                    "ORT_DYLIB_PATH",
-                    root()
-                        .join(".ort")
-                        .join(facecompare::faces::runtime::ORT_LIB),
-                )
-            };
-        }
-    });
-    Pack::load(&root().join("models"), name).expect("pack loads and its sha256 match")
-}
-
 #[test]
 fn age_model_matches_tfjs_on_real_faces() {
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/age_reference.json")).unwrap(),
+        &std::fs::read_to_string(repo().join("tests/fixtures/age_reference.json")).unwrap(),
     )
     .unwrap();
     let pack = pack("mobilefacenet");

@@ -4,17 +4,19 @@
 //! and the fixtures at thresholds 70, 80 and 90. Each image is analysed once
 //! (embeddings and every face's age); both paths are then evaluated on those
 //! numbers, so the test checks the decision logic pair by pair, fast.
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{
-        Mutex, OnceLock,
+        Mutex,
         atomic::{AtomicUsize, Ordering},
     },
 };
 
 use facecompare::faces::{
-    Engine, EngineConfig, Side, StageTimings,
+    Side, StageTimings,
     age_pass::{self, AgePass, PairAges, Plan},
     calibration::{Map, Policy},
     embed::cosine,
@@ -23,44 +25,10 @@ use facecompare::faces::{
     score, score_with,
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pack(name: &str) -> Pack {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            unsafe {
-                std::env::set_var(
-                    "ORT_DYLIB_PATH",
-                    root().join(".ort/libonnxruntime.so.1.32.0"),
-                )
-            };
-        }
-    });
-    Pack::load(&root().join("models"), name).expect("pack loads and its sha256 match")
-}
-
-fn policy(pack: &Pack) -> Policy {
-    Policy::new(
-        pack.manifest.calibration.clone(),
-        pack.manifest.age.as_ref(),
-    )
-}
-
-fn fixture_dir() -> PathBuf {
-    root().join("tests/fixtures/fetched")
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (fixtures: run scripts/fetch-fixtures.sh first)",
-            path.display()
-        )
-    })
-}
+use common::{
+    eval_dir, fixture_dir, load_pack as pack, pack_policy as policy, read_fixture as read,
+    start_engine,
+};
 
 /// The source side of a compare: its largest face only.
 fn as_source(a: &Analysis) -> Analysis {
@@ -284,19 +252,6 @@ fn check_set(set: &str, pairs: &[(PathBuf, PathBuf)]) {
     assert!(child_young > 0, "{set}: the child map never decided");
 }
 
-fn eval_dir() -> Option<PathBuf> {
-    let dir = root().join("../shared/eval");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (labelled eval sets live beside the repository)",
-            dir.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn lazy_age_pass_decides_as_the_full_one_on_calib() {
     let Some(eval) = eval_dir() else { return };
@@ -336,14 +291,7 @@ fn lazy_age_pass_decides_as_the_full_one_on_the_fixtures() {
 async fn engine_runs_the_age_pass_only_where_it_decides() {
     let p = pack("mobilefacenet");
     let policy = policy(&p);
-    let engine = Engine::start(EngineConfig {
-        models_dir: root().join("models"),
-        pack: "mobilefacenet".into(),
-        workers: 2,
-        intra_threads: 1,
-        queue_capacity: 8,
-    })
-    .unwrap();
+    let engine = start_engine("mobilefacenet", 8);
     let mut m = Models::new(&p, 1).unwrap();
     let dir = fixture_dir();
     let (obama, obama2, biden, t1) = (

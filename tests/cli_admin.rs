@@ -1,10 +1,11 @@
 //! The operator commands through the real binary, on a fresh SQLite file
 //! (and on PostgreSQL when reachable; see tests/accounts.rs for the rules).
+mod common;
+
 use std::process::{Command, Output};
 
 use facecompare::accounts::Accounts;
 use serde_json::Value;
-use sqlx::Connection;
 
 fn run(db_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_facecompare"))
@@ -144,34 +145,10 @@ async fn operator_commands_on_sqlite() {
 
 #[tokio::test]
 async fn operator_commands_on_postgres() {
-    let url = std::env::var("FACECOMPARE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".into());
-    let (scheme, rest) = url.split_once("://").expect("postgres:// URL");
-    let server = format!(
-        "{scheme}://{}",
-        rest.split(['/', '?']).next().unwrap_or(rest)
-    );
-    let admin_url = format!("{server}/postgres");
-    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-        Ok(conn) => conn,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {server} unreachable ({e})");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL at {server} unreachable and CI is set: {e}"),
-    };
-    let name = format!(
-        "fc_test_cli_{}_{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    );
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    operator_flow(&format!("{server}/{name}")).await;
-    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    if !common::postgres_or_skip() {
+        return;
+    }
+    let url = common::create_pg_database("cli");
+    operator_flow(&url).await;
+    common::drop_pg_database(&url);
 }

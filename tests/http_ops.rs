@@ -122,7 +122,7 @@ async fn embedded_default_prints_a_working_key_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_first_start_keeps_the_default_key_for_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_facecompare"));
+    let mut cmd = std::process::Command::new(common::BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("FACECOMPARE_") {
             cmd.env_remove(&k);
@@ -132,12 +132,10 @@ async fn failed_first_start_keeps_the_default_key_for_the_next() {
         .arg("serve")
         .current_dir(dir.path())
         .env("FACECOMPARE_LISTEN", "127.0.0.1:0")
-        .env("FACECOMPARE_MODELS_DIR", common::repo().join("models"))
+        .env("FACECOMPARE_MODELS_DIR", common::models_dir())
         .env(
             "ORT_DYLIB_PATH",
-            dir.path()
-                .join("missing")
-                .join(facecompare::faces::runtime::ORT_LIB),
+            dir.path().join("missing/libonnxruntime.so"),
         )
         .output()
         .unwrap();

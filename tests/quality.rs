@@ -3,37 +3,23 @@
 //! an in-plane rotation. Real models (the detector finds the keypoints the
 //! measures read); the degradations are made here with the `image` crate.
 //! Prints the tables docs/quality.md quotes (`-- --nocapture`).
-use std::{path::PathBuf, sync::OnceLock, time::Instant};
+mod common;
+
+use std::time::Instant;
+
+use common::{fixture_path, load_models};
 
 use facecompare::faces::{
     decode,
     detect::Face,
     geometry,
-    pack::Pack,
     pipeline::Models,
     quality::{self, Quality},
 };
 use image::{Rgb, RgbImage, imageops};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn models() -> Models {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            // SAFETY: runs once, before any test thread reads the environment.
-            unsafe {
-                std::env::set_var(
-                    "ORT_DYLIB_PATH",
-                    root().join(".ort/libonnxruntime.so.1.32.0"),
-                )
-            };
-        }
-    });
-    let pack = Pack::load(&root().join("models"), "mobilefacenet").expect("pack loads");
-    Models::new(&pack, 1).expect("ONNX Runtime sessions")
+    load_models("mobilefacenet")
 }
 
 /// Through the server's decoder (EXIF orientation applied), at full size.
@@ -45,7 +31,7 @@ fn load(path: &std::path::Path) -> RgbImage {
 }
 
 fn fixture(name: &str) -> RgbImage {
-    load(&root().join("tests/fixtures/fetched").join(name))
+    load(&fixture_path(name))
 }
 
 /// The fixture photos with one clear face.
@@ -147,7 +133,7 @@ fn photos() -> Vec<(String, RgbImage)> {
         .iter()
         .map(|n| (n.to_string(), fixture(n)))
         .collect();
-    let dir = root().join("../shared/eval/deepface");
+    let dir = common::repo().join("../shared/eval/deepface");
     match std::fs::read_dir(&dir) {
         Ok(entries) => {
             let mut names: Vec<_> = entries

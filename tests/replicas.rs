@@ -6,9 +6,9 @@
 //! the same key elsewhere).
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use common::{Backend, OwnedServer, Resp, Server, ServerOptions, file, fixture};
+use common::{Backend, OwnedServer, Resp, Server, ServerOptions, file, fixture, s3::S3sFs};
 
 fn two_replicas() -> Option<(OwnedServer, OwnedServer)> {
     if !common::own_servers_or_skip("its own two servers") {
@@ -103,78 +103,6 @@ async fn two_replicas_on_one_database_act_as_one_service() {
 
 const BUCKET: &str = "faces";
 
-/// s3s-fs over a temporary folder (a bucket is a folder, objects are files),
-/// killed when dropped.
-struct Store {
-    child: std::process::Child,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl Store {
-    /// None (with a message) when s3s-fs is absent outside CI; under `CI` that fails.
-    async fn start() -> Option<Self> {
-        let bin = std::env::var_os("S3S_FS_BIN")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                    .map(|dir| dir.join("s3s-fs"))
-                    .find(|p| p.is_file())
-            });
-        let Some(bin) = bin else {
-            let what = "s3s-fs not found (set S3S_FS_BIN or put it on PATH)";
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{what}; CI is set, so this fails instead of skipping"
-            );
-            eprintln!("SKIPPED: {what}");
-            return None;
-        };
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--access-key",
-                "replicas",
-                "--secret-key",
-                "replicas-secret",
-            ])
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(Self { child, port, root })
-    }
-
-    fn put(&self, key: &str, bytes: &[u8]) {
-        let path = self.root.path().join(BUCKET).join(key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A compare as the spreading client sends it: inline files (multipart) or
 /// the organisation's S3 keys (JSON), with an optional Idempotency-Key.
 /// Err when the connection fails (the replica is gone).
@@ -249,9 +177,12 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
     if !common::own_servers_or_skip("its own three servers") || !common::postgres_or_skip() {
         return;
     }
-    let Some(store) = Store::start().await else {
+    let Some(s3s_fs) = common::s3::s3s_fs_or_skip() else {
         return;
     };
+    let work = tempfile::tempdir().unwrap();
+    let store = S3sFs::start(&s3s_fs, work.path(), "replicas", "replicas-secret").await;
+    std::fs::create_dir_all(store.root.join(BUCKET)).unwrap();
     let db = common::fresh_database(Backend::Postgres, "replicas3");
     let opts = ServerOptions::new(&db)
         // Three replicas share this machine's cores.
@@ -259,10 +190,7 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
         // An abandoned idempotency reservation is taken over after 10 + 10 s.
         .env("FACECOMPARE_REQUEST_TIMEOUT_S", "10")
         .env("FACECOMPARE_S3_BUCKET", BUCKET)
-        .env(
-            "FACECOMPARE_S3_ENDPOINT",
-            &format!("http://127.0.0.1:{}", store.port),
-        )
+        .env("FACECOMPARE_S3_ENDPOINT", &store.endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "replicas")
         .env("AWS_SECRET_ACCESS_KEY", "replicas-secret")
@@ -272,8 +200,8 @@ async fn three_replicas_keep_one_ledger_when_one_is_killed_mid_run() {
     let admin = &replicas[0];
     let s3_org = |tokens: i64, rate: &'static str| {
         let prefix = format!("orgs/{}/", common::unique_name("r3"));
-        store.put(&format!("{prefix}a.jpg"), &fixture("obama.jpg"));
-        store.put(&format!("{prefix}b.jpg"), &fixture("obama2.jpg"));
+        store.put_file(BUCKET, &format!("{prefix}a.jpg"), &fixture("obama.jpg"));
+        store.put_file(BUCKET, &format!("{prefix}b.jpg"), &fixture("obama2.jpg"));
         async move {
             let org = admin
                 .org_with(tokens, &["--rate-limit", rate, "--s3-prefix", &prefix])

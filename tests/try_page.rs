@@ -1,6 +1,6 @@
 //! The try page (`GET /try`): its headers and off switch over HTTP, and the
-//! real page driven in headless Chromium through chromedriver (the W3C
-//! WebDriver protocol, spoken with `reqwest`): paste a key, upload two photos,
+//! real page driven in headless Chromium through chromedriver (the WebDriver
+//! client is `common::browser`): paste a key, upload two photos,
 //! read the outcome and count the outlines; then a photo without a face.
 //!
 //! The browser test needs Debian's `chromium` and `chromium-driver` (`.ci/run`
@@ -9,13 +9,16 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use common::{Backend, Resp, Server, ServerOptions, client, fixture, repo, server, spawn_server};
-use serde_json::{Value, json};
+use common::{
+    Backend, Resp, Server, ServerOptions,
+    browser::{Browser, browser_or_skip},
+    client, fixture, fixture_path, server, spawn_server,
+};
+use serde_json::json;
 
 const CSP_PARTS: [&str; 6] = [
     "default-src 'none'",
@@ -104,301 +107,14 @@ async fn the_page_can_be_turned_off() {
 
 // ----------------------------------------------------------- the browser ---
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// chromedriver and the browser binary, or None (with the reason).
-fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
-    // An explicit path must exist; otherwise look where Debian puts them.
-    let given = |var: &str| -> Result<Option<PathBuf>, String> {
-        match std::env::var_os(var).map(PathBuf::from) {
-            Some(p) if p.is_file() => Ok(Some(p)),
-            Some(p) => Err(format!("{var}={} does not exist", p.display())),
-            None => Ok(None),
-        }
-    };
-    let driver = given("FACECOMPARE_TEST_CHROMEDRIVER")?
-        .or_else(|| on_path("chromedriver"))
-        .ok_or("chromedriver not found (apt-get install chromium-driver)")?;
-    // Debian's /usr/bin/chromium is a shell wrapper; the binary itself starts faster.
-    let browser = given("FACECOMPARE_TEST_CHROMIUM")?
-        .or_else(|| Some(PathBuf::from("/usr/lib/chromium/chromium")).filter(|p| p.is_file()))
-        .or_else(|| on_path("chromium"))
-        .or_else(|| on_path("chromium-browser"))
-        .or_else(|| on_path("google-chrome"))
-        .ok_or("chromium not found (apt-get install chromium)")?;
-    Ok((driver, browser))
-}
-
-fn screenshots_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let dir = target.join("try-page-screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// One chromedriver process and one browser session; both end on drop.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
+/// The page's own step (the client is `common::browser`).
 impl Browser {
-    async fn start(driver: &Path, browser: &Path) -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::env::temp_dir().join(format!("chromedriver-{}.log", std::process::id()));
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", driver.display()));
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let mut b = Browser {
-            driver: child,
-            base,
-            session: String::new(),
-            http,
-        };
-        // Ready when /status says so (a wait, not an assertion on speed).
-        let since = Instant::now();
-        loop {
-            if let Ok(r) = b.http.get(format!("{}/status", b.base)).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && v["value"]["ready"] == true
-            {
-                break;
-            }
-            assert!(
-                since.elapsed() < Duration::from_secs(60),
-                "chromedriver did not become ready; log {}",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": browser.display().to_string(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1200,1600",
-                         "--hide-scrollbars", "--force-device-scale-factor=1",
-                         // A fake camera (a test pattern), allowed without a prompt.
-                         "--use-fake-device-for-media-stream",
-                         "--use-fake-ui-for-media-stream"]
-            }
-        }}});
-        let r = b
-            .http
-            .post(format!("{}/session", b.base))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session");
-        let v: Value = r.json().await.expect("session JSON");
-        b.session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}; log {}", log.display()))
-            .to_string();
-        b
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(body) = body {
-            req = req.json(&body);
-        } else if method == reqwest::Method::POST {
-            req = req.json(&json!({}));
-        }
-        let r = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        let status = r.status();
-        let v: Value = r.json().await.expect("WebDriver JSON");
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
-    }
-
-    async fn find_all(&self, css: &str) -> Vec<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                e[ELEMENT]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("not an element reference: {e}"))
-                    .to_string()
-            })
-            .collect()
-    }
-
-    async fn find(&self, css: &str) -> String {
-        self.find_all(css)
-            .await
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no element {css}"))
-    }
-
-    /// Waits (polling) until `css` matches; a hung page fails after two minutes.
-    async fn wait_for(&self, css: &str) -> String {
-        let since = Instant::now();
-        loop {
-            if let Some(e) = self.find_all(css).await.into_iter().next() {
-                return e;
-            }
-            assert!(
-                since.elapsed() < Duration::from_secs(120),
-                "{css} never appeared; page text:\n{}",
-                self.text("body").await
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), None)
-            .await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
-    }
-
-    /// A file input: the path is sent as its keys (replaces the chosen file).
-    async fn upload(&self, css: &str, path: &str) {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({"text": path})),
-        )
-        .await;
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), None)
-            .await;
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    async fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{e}/attribute/{name}"),
-            None,
-        )
-        .await
-        .as_str()
-        .map(str::to_string)
-    }
-
-    async fn property(&self, css: &str, name: &str) -> Value {
-        let e = self.find(css).await;
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{e}/property/{name}"),
-            None,
-        )
-        .await
-    }
-
-    async fn resize(&self, width: u32, height: u32) {
-        self.call(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": width, "height": height})),
-        )
-        .await;
-    }
-
-    async fn screenshot(&self, name: &str) -> PathBuf {
-        use base64::Engine;
-        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64 screenshot"))
-            .expect("screenshot decodes");
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        let path = screenshots_dir().join(name);
-        std::fs::write(&path, png).expect("write screenshot");
-        eprintln!("screenshot: {}", path.display());
-        path
-    }
-
     /// Submits the form and waits until the page is done (answer or error shown, button back).
     async fn submit_and_wait(&self) {
         self.click("#submit").await;
         self.wait_for("#result:not([hidden]), #error:not([hidden])")
             .await;
         self.wait_for("#submit:not(:disabled)").await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Best effort: end the session (closes the browser), then the driver.
-        let url = format!("{}/session/{}", self.base, self.session);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let _ = reqwest::Client::new()
-                    .delete(url)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-            });
-        })
-        .join();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
@@ -435,26 +151,10 @@ async fn faces_in(s: &Server, key: &str, name: &str) -> usize {
     r.json()["faces"].as_array().unwrap().len()
 }
 
-fn fixture_path(name: &str) -> String {
-    fixture(name); // fetched if missing
-    let dir = std::env::var("FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("tests/fixtures/fetched"));
-    std::fs::canonicalize(dir.join(name))
-        .unwrap()
-        .display()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_tries_two_photos_in_chromium() {
-    let (driver, chromium) = match browser_tools() {
-        Ok(t) => t,
-        Err(why) if std::env::var_os("CI").is_some() => panic!("{why} (CI is set: not skipping)"),
-        Err(why) => {
-            eprintln!("SKIPPED: {why}; set CI=1 to fail instead");
-            return;
-        }
+    let Some((driver, chromium)) = browser_or_skip() else {
+        return;
     };
     let s = server(Backend::Sqlite);
     let org = s.org(10).await;
@@ -626,9 +326,7 @@ async fn a_person_tries_two_photos_in_chromium() {
         p.0 = p.0.map(|c| (c as f32 * 0.25) as u8);
     }
     img.save(&dark).unwrap();
-    browser
-        .upload("#source-file", &dark.display().to_string())
-        .await;
+    browser.upload("#source-file", &dark).await;
     browser
         .upload("#target-file", &fixture_path("obama2.jpg"))
         .await;

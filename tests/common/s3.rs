@@ -35,6 +35,8 @@ pub fn s3s_fs_or_skip() -> Option<PathBuf> {
 pub struct S3sFs {
     child: Child,
     pub addr: SocketAddr,
+    /// The served folder: `root/BUCKET/KEY` is object KEY of BUCKET.
+    pub root: PathBuf,
 }
 
 impl S3sFs {
@@ -60,7 +62,7 @@ impl S3sFs {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = Self { child, addr };
+        let mut s = Self { child, addr, root };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).await.is_err() {
             assert!(
@@ -71,6 +73,18 @@ impl S3sFs {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         s
+    }
+
+    /// `http://ADDR`, for `FACECOMPARE_S3_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes an object straight into the served folder (no S3 request).
+    pub fn put_file(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let path = self.root.join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
     }
 
     pub fn stop(&mut self) {
