@@ -142,7 +142,9 @@ async fn work_for_requests_that_gave_up_is_dropped() {
     let s = common::spawn_server(
         common::ServerOptions::new(&db)
             .env("FACECOMPARE_WORKERS", "1")
-            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1"),
+            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1")
+            // 24 compares (48 places) from one org: all queued, none refused for its share.
+            .env("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", "100"),
     );
     let s = &s.server;
     let org = s.org(100).await;
