@@ -374,7 +374,8 @@ impl Config {
             workers: workers.max(1),
             intra_threads: parse_var("FACECOMPARE_INTRA_THREADS", 1usize)?.max(1),
             queue_capacity: parse_var("FACECOMPARE_QUEUE_CAPACITY", 64usize)?.max(1),
-            queue_org_share_percent: match parse_var("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", 50u32)? {
+            queue_org_share_percent: match parse_var("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", 50u32)?
+            {
                 p @ 1..=100 => p,
                 p => bail!("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT: {p} is not 1 to 100"),
             },

@@ -349,12 +349,18 @@ async fn engine_reports_each_no_face_outcome() {
     let e = engine();
     let face = Bytes::from(fixture("obama.jpg"));
     let none = Bytes::from(fixture("rocket.jpg"));
-    let c = e.compare("test", face.clone(), none.clone(), 80.0).await.unwrap();
+    let c = e
+        .compare("test", face.clone(), none.clone(), 80.0)
+        .await
+        .unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (true, false, 0.0)
     );
-    let c = e.compare("test", none.clone(), face.clone(), 80.0).await.unwrap();
+    let c = e
+        .compare("test", none.clone(), face.clone(), 80.0)
+        .await
+        .unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (false, true, 0.0)
@@ -388,7 +394,12 @@ async fn engine_names_the_side_of_a_bad_image() {
         other => panic!("expected a bad target image, got {other:?}"),
     }
     match e
-        .compare("test", Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good, 80.0)
+        .compare(
+            "test",
+            Bytes::from_static(b"GIF89a\x01\x00\x01\x00"),
+            good,
+            80.0,
+        )
         .await
     {
         Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {

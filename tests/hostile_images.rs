@@ -308,7 +308,9 @@ async fn detect(s: &Server, key: &str, image: &[u8]) -> Resp {
 async fn until_queue_holds(s: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let depth = s.get("/readyz").await.json()["queueDepth"].as_u64().unwrap_or(0);
+        let depth = s.get("/readyz").await.json()["queueDepth"]
+            .as_u64()
+            .unwrap_or(0);
         if depth >= n {
             return;
         }
@@ -339,8 +341,12 @@ async fn another_orgs_compare_is_served_before_a_detect_flood_drains() {
     let finished = Arc::new(AtomicUsize::new(0));
     let flood: Vec<_> = (0..FLOOD)
         .map(|_| {
-            let (s, key, webp, finished) =
-                (s.clone(), a.key.clone(), webp.clone(), Arc::clone(&finished));
+            let (s, key, webp, finished) = (
+                s.clone(),
+                a.key.clone(),
+                webp.clone(),
+                Arc::clone(&finished),
+            );
             tokio::spawn(async move {
                 let r = detect(&s, &key, &webp).await;
                 (r, finished.fetch_add(1, Ordering::SeqCst))
@@ -418,7 +424,10 @@ async fn a_burst_beyond_its_share_is_refused_for_itself_not_for_others() {
             refused += 1;
         }
     }
-    assert!(refused > 0 && served > 0, "{served} served, {refused} refused");
+    assert!(
+        refused > 0 && served > 0,
+        "{served} served, {refused} refused"
+    );
     let metrics = s.metrics().await.text;
     let counted: f64 = metrics
         .lines()
@@ -427,6 +436,9 @@ async fn a_burst_beyond_its_share_is_refused_for_itself_not_for_others() {
         .trim()
         .parse()
         .unwrap();
-    assert!(counted >= refused as f64, "{counted} counted, {refused} refused");
+    assert!(
+        counted >= refused as f64,
+        "{counted} counted, {refused} refused"
+    );
     assert_eq!(s.balance(&b).await, 9);
 }

@@ -297,12 +297,16 @@ async fn a_webp_over_its_pixel_limit_is_refused_naming_the_limit() {
     let s = server(Backend::Sqlite);
     let org = s.org(5).await;
     let big = images::costly_webp(4200, 4200);
-    let v = detect(s, Some(&org.key), &big)
-        .await
-        .assert_error(400, "image_dimensions_too_large", Some("image"));
+    let v = detect(s, Some(&org.key), &big).await.assert_error(
+        400,
+        "image_dimensions_too_large",
+        Some("image"),
+    );
     let message = v["message"].as_str().unwrap();
     assert!(
-        message.contains("4200×4200") && message.contains("WebP") && message.contains("16 megapixels"),
+        message.contains("4200×4200")
+            && message.contains("WebP")
+            && message.contains("16 megapixels"),
         "{v}"
     );
     let photo = fixture("obama.jpg");
@@ -311,6 +315,12 @@ async fn a_webp_over_its_pixel_limit_is_refused_naming_the_limit() {
         .assert_error(400, "image_dimensions_too_large", Some("target"));
     let within = detect(s, Some(&org.key), &images::costly_webp(4000, 3000)).await;
     assert_detect_ok(&within);
-    assert_eq!((within.json()["width"].clone(), within.json()["height"].clone()), (4000.into(), 3000.into()));
+    assert_eq!(
+        (
+            within.json()["width"].clone(),
+            within.json()["height"].clone()
+        ),
+        (4000.into(), 3000.into())
+    );
     assert_eq!(s.balance(&org).await, 5, "refusals are not charged");
 }

@@ -150,7 +150,10 @@ mod tests {
         // B arrives while A's burst waits: its compare (two images) is next.
         q.push(&t("b"), 5, "b-source");
         q.push(&t("b"), 5, "b-target");
-        assert_eq!(drain(&mut q), ["b-source", "b-target", "a2", "a3", "a4", "a5"]);
+        assert_eq!(
+            drain(&mut q),
+            ["b-source", "b-target", "a2", "a3", "a4", "a5"]
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
         let pos = |x: &str| order.iter().position(|o| *o == x).unwrap();
         // After A1, B gets about ten jobs' worth of service before A2.
         assert_eq!(pos("A1"), 0);
-        let b_before_a2 = order[..pos("A2")].iter().filter(|o| o.starts_with('b')).count();
+        let b_before_a2 = order[..pos("A2")]
+            .iter()
+            .filter(|o| o.starts_with('b'))
+            .count();
         assert!((9..=11).contains(&b_before_a2), "{order:?}");
     }
 

@@ -27,9 +27,9 @@ use bytes::Bytes;
 use crate::config::Config;
 use age_pass::{AgePass, PairAges, Plan};
 use calibration::{Map, Policy};
+use decode::budget::DecodeBudget;
 use pack::Pack;
 use pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models};
-use decode::budget::DecodeBudget;
 use pool::{Limits, Pool, SubmitError};
 use report::ImageReport;
 

@@ -124,7 +124,14 @@ impl Models {
     /// Decode and detect only: the faces (largest first), no embeddings.
     pub fn faces(&mut self, bytes: &[u8], max_faces: usize) -> Result<Analysis, AnalyzeError> {
         let idle = AtomicBool::new(false);
-        self.run(bytes, max_faces, decode::WORKING_SIDE, Depth::Boxes, &idle, None)
+        self.run(
+            bytes,
+            max_faces,
+            decode::WORKING_SIDE,
+            Depth::Boxes,
+            &idle,
+            None,
+        )
     }
 
     /// As [`Models::analyze`], stopping at the next stage boundary once
@@ -136,7 +143,14 @@ impl Models {
         depth: Depth,
         abandoned: &AtomicBool,
     ) -> Result<Analysis, AnalyzeError> {
-        self.run(bytes, max_faces, decode::WORKING_SIDE, depth, abandoned, None)
+        self.run(
+            bytes,
+            max_faces,
+            decode::WORKING_SIDE,
+            depth,
+            abandoned,
+            None,
+        )
     }
 
     /// As [`Models::analyze_unless`], the decode's memory taken from the

@@ -446,10 +446,7 @@ mod tests {
         for h in handles {
             h.await.unwrap();
         }
-        assert_eq!(
-            *done.lock().unwrap(),
-            ["a1", "b1", "a2", "b2", "a3", "b3"]
-        );
+        assert_eq!(*done.lock().unwrap(), ["a1", "b1", "a2", "b2", "a3", "b3"]);
     }
 
     #[test]

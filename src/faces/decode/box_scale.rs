@@ -1,7 +1,6 @@
 //! Box averaging of 8-bit rows into RGB at 1/2, 1/4 or 1/8 (1: a plain
-//! copy): how PNGs (while streaming) and WebPs (after their full-resolution
-//! decode) reach the same reduced scale as a JPEG's DCT decode, so detection
-//! and everything after it see a small image whatever the format.
+//! copy): how PNGs, while streaming, reach the same reduced scale as a
+//! JPEG's DCT decode, so detection and everything after it see a small image.
 use image::RgbImage;
 
 use super::DecodeError;

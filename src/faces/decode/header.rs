@@ -129,10 +129,7 @@ mod tests {
         let mut vp8 = vec![0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A];
         vp8.extend_from_slice(&(5200u16 | 0x4000).to_le_bytes());
         vp8.extend_from_slice(&5200u16.to_le_bytes());
-        assert_eq!(
-            size(&riff(b"VP8 ", &vp8)),
-            Some((Format::WebP, 5200, 5200))
-        );
+        assert_eq!(size(&riff(b"VP8 ", &vp8)), Some((Format::WebP, 5200, 5200)));
         // VP8X: flags, then canvas width − 1 and height − 1 on 24 bits.
         let mut vp8x = vec![0x10, 0, 0, 0];
         vp8x.extend_from_slice(&(9999u32).to_le_bytes()[..3]);

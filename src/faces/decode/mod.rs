@@ -16,12 +16,11 @@ mod jpeg;
 mod png;
 mod turbo;
 
-use box_scale::BoxScaler;
 use budget::DecodeBudget;
 
 use image::{
-    ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage,
-    metadata::Orientation,
+    ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
+    imageops, metadata::Orientation,
 };
 
 /// Largest image accepted, in pixels and per side.
@@ -37,7 +36,7 @@ pub const WORKING_SIDE: u32 = 800;
 pub const MAX_DECODE_BYTES: u64 = 192 << 20;
 /// Largest WebP accepted, in pixels (4096×4096). WebP has no reduced-scale
 /// decode (the decoder reconstructs every pixel, then the image is
-/// box-averaged down), so its cost grows with the full pixel count: ~28 ms
+/// area-averaged down), so its cost grows with the full pixel count: ~28 ms
 /// a megapixel against JPEG's 2–3 at reduced scale (docs/performance.md).
 /// At this limit a WebP decodes in about 0.5 s, under the costliest JPEG
 /// the work budget accepts (~1 s).
@@ -87,9 +86,7 @@ impl DecodeError {
             DecodeError::Unsupported(_) => error_codes::UNSUPPORTED_IMAGE_FORMAT,
             DecodeError::TooLarge { .. }
             | DecodeError::WebPTooLarge { .. }
-            | DecodeError::TooMuchMemory { .. } => {
-                error_codes::IMAGE_DIMENSIONS_TOO_LARGE
-            }
+            | DecodeError::TooMuchMemory { .. } => error_codes::IMAGE_DIMENSIONS_TOO_LARGE,
             DecodeError::TooComplex(_) => error_codes::IMAGE_TOO_COMPLEX,
             DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
         }
@@ -177,7 +174,7 @@ pub fn decode_within(
 }
 
 /// WebP decodes whole (RGBA or RGB, no reduced-scale decode) and is then
-/// box-averaged to the scale a JPEG of that size would be decoded at; its
+/// area-averaged to the scale a JPEG of that size would be decoded at; its
 /// pixel count has a limit of its own ([`MAX_WEBP_PIXELS`]).
 fn decode_webp(
     bytes: &[u8],
@@ -213,8 +210,8 @@ fn decode_webp(
         other => return Err(DecodeError::Corrupt(format!("WebP decoded as {other:?}"))),
     };
     let denom = scale_for(w, h, working_side);
-    let mut scaler = BoxScaler::new(w, h, denom, channels);
-    let need = pixels * WEBP_BYTES_PER_PIXEL + scaler.output_bytes();
+    let (out_w, out_h) = (w.div_ceil(denom), h.div_ceil(denom));
+    let need = pixels * WEBP_BYTES_PER_PIXEL + out_w as u64 * out_h as u64 * 4;
     if need > MAX_DECODE_BYTES {
         return Err(DecodeError::TooMuchMemory {
             what: format!("{w}×{h} pixels, WebP"),
@@ -225,13 +222,28 @@ fn decode_webp(
     let held = budget::take(memory, need);
     let mut buf = vec![0u8; dec.total_bytes() as usize];
     dec.read_image(&mut buf).map_err(corrupt)?;
-    for row in buf.chunks_exact(w as usize * channels) {
-        scaler.push_row(row);
-    }
-    drop(buf);
+    // Area-averaged down by `image` (optimised even in debug builds), from
+    // the decoder's own buffer: no full-size RGB copy.
+    let short = || DecodeError::Corrupt("WebP decoded to a short buffer".into());
+    let image = if channels == 3 {
+        let full = RgbImage::from_raw(w, h, buf).ok_or_else(short)?;
+        if denom == 1 {
+            full
+        } else {
+            imageops::thumbnail(&full, out_w, out_h)
+        }
+    } else {
+        let full = RgbaImage::from_raw(w, h, buf).ok_or_else(short)?;
+        let small = if denom == 1 {
+            full
+        } else {
+            imageops::thumbnail(&full, out_w, out_h)
+        };
+        DynamicImage::ImageRgba8(small).into_rgb8()
+    };
     drop(held);
     Ok(Decoded {
-        image: orient(scaler.finish()?, orientation),
+        image: orient(image, orientation),
         original_size: (w, h),
         scale_denominator: denom,
     })

@@ -9,9 +9,8 @@ use image::metadata::Orientation;
 use png::{ColorType, Transformations};
 
 use super::{
-    DecodeError, Decoded, MAX_DECODE_BYTES, box_scale::BoxScaler, budget,
-    budget::DecodeBudget, check_size, orient,
-    scale_for,
+    DecodeError, Decoded, MAX_DECODE_BYTES, box_scale::BoxScaler, budget, budget::DecodeBudget,
+    check_size, orient, scale_for,
 };
 
 pub fn decode(
