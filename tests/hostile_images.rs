@@ -90,6 +90,11 @@ async fn skipped_jobs(s: &common::Server) -> f64 {
         .unwrap()
 }
 
+/// Held by the tests whose outcome depends on how fast the server keeps up
+/// (clients that give up after a fixed time) and by the ones that load it
+/// with costly WebPs: run in one binary, they would skew each other.
+static LOADED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_scans_are_refused_at_once_and_the_next_compare_is_served() {
     let s = server(Backend::Sqlite);
@@ -138,6 +143,7 @@ async fn work_for_requests_that_gave_up_is_dropped() {
     if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "giveup");
     let s = common::spawn_server(
         common::ServerOptions::new(&db)
@@ -236,6 +242,7 @@ async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
     if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "hangup");
     let s = common::spawn_server(common::ServerOptions::new(&db).env("FACECOMPARE_WORKERS", "1"));
     let s = &s.server;
@@ -332,6 +339,7 @@ async fn another_orgs_compare_is_served_before_a_detect_flood_drains() {
     if !common::own_servers_or_skip("its own one-worker server") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "fairflood");
     let s = common::spawn_server(common::ServerOptions::new(&db).env("FACECOMPARE_WORKERS", "1"));
     let s = &s.server;
@@ -389,6 +397,7 @@ async fn a_burst_beyond_its_share_is_refused_for_itself_not_for_others() {
     if !common::own_servers_or_skip("its own server with a small queue") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "fairshare");
     let s = common::spawn_server(
         common::ServerOptions::new(&db)
