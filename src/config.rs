@@ -97,6 +97,10 @@ pub struct Config {
     pub intra_threads: usize,
     /// Images that may wait for a worker before 503 (a compare queues two).
     pub queue_capacity: usize,
+    /// Percent of `queue_capacity` one organisation may hold (docs/operations.md, "Fairness").
+    pub queue_org_share_percent: u32,
+    /// Bytes all decodes may hold at once (never below one largest decode).
+    pub decode_budget_bytes: u64,
     /// Starting balance of the `default` org that the embedded default creates.
     pub default_org_tokens: i64,
     pub request_timeout: Duration,
@@ -203,6 +207,16 @@ pub const VARIABLES: &[Variable] = &[
         "FACECOMPARE_QUEUE_CAPACITY",
         "64",
         "images that may wait for a worker before 503 overloaded",
+    ),
+    v(
+        "FACECOMPARE_QUEUE_ORG_SHARE_PERCENT",
+        "50",
+        "percent of the queue one organisation may hold before its own 503 overloaded",
+    ),
+    v(
+        "FACECOMPARE_DECODE_BUDGET_MB",
+        "192",
+        "image-decode megabytes all workers may hold at once (at least 192)",
     ),
     v(
         "FACECOMPARE_BODY_BUDGET_MB",
@@ -369,6 +383,13 @@ impl Config {
             workers: workers.max(1),
             intra_threads: parse_var("FACECOMPARE_INTRA_THREADS", 1usize)?.max(1),
             queue_capacity: parse_var("FACECOMPARE_QUEUE_CAPACITY", 64usize)?.max(1),
+            queue_org_share_percent: match parse_var("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", 50u32)?
+            {
+                p @ 1..=100 => p,
+                p => bail!("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT: {p} is not 1 to 100"),
+            },
+            decode_budget_bytes: (parse_var("FACECOMPARE_DECODE_BUDGET_MB", 192u64)? << 20)
+                .max(crate::faces::decode::MAX_DECODE_BYTES),
             default_org_tokens: parse_var("FACECOMPARE_DEFAULT_ORG_TOKENS", 1000i64)?,
             request_timeout: Duration::from_secs(parse_var(
                 "FACECOMPARE_REQUEST_TIMEOUT_S",

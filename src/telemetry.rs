@@ -69,6 +69,15 @@ pub static AGE_PASSES_RUN: std::sync::LazyLock<Counter> =
 pub static AGE_PASSES_SKIPPED: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
+/// Requests refused 503 `overloaded` because their organisation held its
+/// share of the inference queue (the queue itself had room for others).
+pub static QUEUE_ORG_SHARE_REFUSED: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
+/// Image decodes that waited for the process-wide decode-memory budget.
+pub static DECODE_MEMORY_WAITS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
 /// The server's metrics; encode with [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
@@ -160,6 +169,16 @@ impl Metrics {
             "Compares answered without the age pass (both calibrations decide alike at the threshold)",
             AGE_PASSES_SKIPPED.clone(),
         );
+        registry.register(
+            "inference_org_share_refused",
+            "Requests refused with 503 overloaded because their organisation held its share of the inference queue",
+            QUEUE_ORG_SHARE_REFUSED.clone(),
+        );
+        registry.register(
+            "decode_memory_waits",
+            "Image decodes that waited for the process-wide decode-memory budget",
+            DECODE_MEMORY_WAITS.clone(),
+        );
         let bodies_refused = Counter::default();
         registry.register(
             "bodies_refused",
@@ -246,6 +265,8 @@ mod tests {
             "facecompare_age_passes_skipped_total",
             "facecompare_model_pack_info{pack=\"mine\",embedder_sha256=\"abab",
             "licence=\"research only\",commercial=\"no\"} 1",
+            "facecompare_inference_org_share_refused_total",
+            "facecompare_decode_memory_waits_total",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

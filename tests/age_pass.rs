@@ -312,7 +312,7 @@ async fn engine_runs_the_age_pass_only_where_it_decides() {
         let full = score(&policy, &full_s, &full_t, StageTimings::default());
         for threshold in [0.0, 50.0, 80.0, 95.0, 100.0] {
             let c = engine
-                .compare(s.clone().into(), t.clone().into(), threshold)
+                .compare("test", s.clone().into(), t.clone().into(), threshold)
                 .await
                 .unwrap();
             assert_eq!(

@@ -217,6 +217,8 @@ fn engine_with_child_age_limit(dir: &std::path::Path, limit: f64) -> Engine {
         workers: 2,
         intra_threads: 1,
         queue_capacity: 4,
+        queue_org_share_percent: 50,
+        decode_budget_bytes: 192 << 20,
     })
     .expect("engine starts")
 }
@@ -246,7 +248,7 @@ async fn age_pass_runs_only_where_it_can_decide_and_decides_the_same() {
     let e = engine();
     let skipped = facecompare::telemetry::AGE_PASSES_SKIPPED.get();
     let c = e
-        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()), 50.0)
+        .compare("test", Bytes::from(a.clone()), Bytes::from(b.clone()), 50.0)
         .await
         .unwrap();
     assert_eq!(c.age_pass, AgePass::NotNeeded);
@@ -261,7 +263,7 @@ async fn age_pass_runs_only_where_it_can_decide_and_decides_the_same() {
     // the target's is not needed; the decision is the full analysis'.
     let ran = facecompare::telemetry::AGE_PASSES_RUN.get();
     let c = e
-        .compare(Bytes::from(a.clone()), Bytes::from(b.clone()), mid)
+        .compare("test", Bytes::from(a.clone()), Bytes::from(b.clone()), mid)
         .await
         .unwrap();
     assert!(
@@ -282,7 +284,7 @@ async fn age_pass_runs_only_where_it_can_decide_and_decides_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_with_child_age_limit(dir.path(), 200.0);
     let c = e
-        .compare(Bytes::from(a), Bytes::from(b), mid)
+        .compare("test", Bytes::from(a), Bytes::from(b), mid)
         .await
         .unwrap();
     assert_eq!(c.map, Some(Map::Child));
@@ -302,12 +304,18 @@ async fn engine_reports_each_no_face_outcome() {
     let e = engine();
     let face = Bytes::from(fixture("obama.jpg"));
     let none = Bytes::from(fixture("rocket.jpg"));
-    let c = e.compare(face.clone(), none.clone(), 80.0).await.unwrap();
+    let c = e
+        .compare("test", face.clone(), none.clone(), 80.0)
+        .await
+        .unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (true, false, 0.0)
     );
-    let c = e.compare(none.clone(), face.clone(), 80.0).await.unwrap();
+    let c = e
+        .compare("test", none.clone(), face.clone(), 80.0)
+        .await
+        .unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (false, true, 0.0)
@@ -316,12 +324,12 @@ async fn engine_reports_each_no_face_outcome() {
         &RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])),
         ImageFormat::Png,
     ));
-    let c = e.compare(grey.clone(), none, 80.0).await.unwrap();
+    let c = e.compare("test", grey.clone(), none, 80.0).await.unwrap();
     assert_eq!(
         (c.source_face_detected, c.target_face_detected, c.confidence),
         (false, false, 0.0)
     );
-    let c = e.compare(face.clone(), face, 80.0).await.unwrap();
+    let c = e.compare("test", face.clone(), face, 80.0).await.unwrap();
     assert!(
         c.source_face_detected && c.target_face_detected && c.confidence > 99.0,
         "{c:?}"
@@ -333,7 +341,7 @@ async fn engine_names_the_side_of_a_bad_image() {
     let e = engine();
     let good = Bytes::from(fixture("obama.jpg"));
     let truncated = Bytes::from(fixture("obama2.jpg")[..2000].to_vec());
-    match e.compare(good.clone(), truncated, 80.0).await {
+    match e.compare("test", good.clone(), truncated, 80.0).await {
         Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {
             assert_eq!(side, Side::Target);
             assert_eq!(kind.code, "image_decode_failed");
@@ -341,7 +349,12 @@ async fn engine_names_the_side_of_a_bad_image() {
         other => panic!("expected a bad target image, got {other:?}"),
     }
     match e
-        .compare(Bytes::from_static(b"GIF89a\x01\x00\x01\x00"), good, 80.0)
+        .compare(
+            "test",
+            Bytes::from_static(b"GIF89a\x01\x00\x01\x00"),
+            good,
+            80.0,
+        )
         .await
     {
         Err(facecompare::faces::FacesError::BadImage { side, kind, .. }) => {

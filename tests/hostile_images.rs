@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, file, fixture, server};
+use common::{Backend, Resp, Server, client, file, fixture, images, server};
 
 /// A progressive grey JPEG declaring `side`×`side` pixels with `scans`
 /// scans: one DC scan of zeros, then AC scans that are a few end-of-band
@@ -90,6 +90,11 @@ async fn skipped_jobs(s: &common::Server) -> f64 {
         .unwrap()
 }
 
+/// Held by the tests whose outcome depends on how fast the server keeps up
+/// (clients that give up after a fixed time) and by the ones that load it
+/// with costly WebPs: run in one binary, they would skew each other.
+static LOADED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_scans_are_refused_at_once_and_the_next_compare_is_served() {
     let s = server(Backend::Sqlite);
@@ -138,11 +143,14 @@ async fn work_for_requests_that_gave_up_is_dropped() {
     if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "giveup");
     let s = common::spawn_server(
         common::ServerOptions::new(&db)
             .env("FACECOMPARE_WORKERS", "1")
-            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1"),
+            .env("FACECOMPARE_REQUEST_TIMEOUT_S", "1")
+            // 24 compares (48 places) from one org: all queued, none refused for its share.
+            .env("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", "100"),
     );
     let s = &s.server;
     let org = s.org(100).await;
@@ -234,6 +242,7 @@ async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
     if !common::own_servers_or_skip("its own server with its own settings") {
         return;
     }
+    let _serial = LOADED.lock().await;
     let db = common::fresh_database(Backend::Sqlite, "hangup");
     let s = common::spawn_server(common::ServerOptions::new(&db).env("FACECOMPARE_WORKERS", "1"));
     let s = &s.server;
@@ -283,4 +292,162 @@ async fn work_for_clients_that_hung_up_is_dropped_and_uncharged() {
         charged <= 1 + (10 - gave_up as i64),
         "hung-up compares are not charged: {charged} charged, {gave_up} hung up"
     );
+}
+
+// ------------------------------------------------------------- fairness ---
+
+async fn detect(s: &Server, key: &str, image: &[u8]) -> Resp {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image.to_vec()).file_name("big.webp"),
+    );
+    let r = client()
+        .post(s.url("/v1/face/detect"))
+        .header("x-api-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST detect");
+    Resp::from(r).await
+}
+
+/// Waits until at least `n` images hold queue places (`/readyz`).
+async fn until_queue_holds(s: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let depth = s.get("/readyz").await.json()["queueDepth"]
+            .as_u64()
+            .unwrap_or(0);
+        if depth >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue never held {n} images");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One organisation floods the uncharged detect route with costly WebPs
+/// (full-resolution decodes) on a one-worker server; another organisation's
+/// compare, sent while that burst waits, is served next, not after it:
+/// its answer arrives before most of the burst's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orgs_compare_is_served_before_a_detect_flood_drains() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    if !common::own_servers_or_skip("its own one-worker server") {
+        return;
+    }
+    let _serial = LOADED.lock().await;
+    let db = common::fresh_database(Backend::Sqlite, "fairflood");
+    let s = common::spawn_server(common::ServerOptions::new(&db).env("FACECOMPARE_WORKERS", "1"));
+    let s = &s.server;
+    let (a, b) = (s.org(0).await, s.org(10).await);
+    let webp = images::costly_webp(4000, 4000);
+    const FLOOD: usize = 16;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            let (s, key, webp, finished) = (
+                s.clone(),
+                a.key.clone(),
+                webp.clone(),
+                Arc::clone(&finished),
+            );
+            tokio::spawn(async move {
+                let r = detect(&s, &key, &webp).await;
+                (r, finished.fetch_add(1, Ordering::SeqCst))
+            })
+        })
+        .collect();
+    until_queue_holds(s, FLOOD as u64 / 2).await;
+    let v = s
+        .compare_multipart(
+            &b.key,
+            &file(&fixture("obama.jpg")),
+            &file(&fixture("obama2.jpg")),
+        )
+        .await
+        .assert_compare_ok();
+    let b_place = finished.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(v["isMatch"], true, "{v}");
+    let mut a_places = Vec::new();
+    for h in flood {
+        let (r, place) = h.await.unwrap();
+        assert_eq!(r.status, 200, "A's detects are all served: {}", r.text);
+        assert_eq!(r.json()["width"], 4000, "{}", r.text);
+        a_places.push(place);
+    }
+    let a_after_b = a_places.iter().filter(|&&p| p > b_place).count();
+    assert!(
+        a_after_b >= FLOOD / 4,
+        "B's compare came {b_place}th, after {} of A's {FLOOD} detects: queued behind the burst",
+        FLOOD - a_after_b
+    );
+    assert_eq!(s.balance(&b).await, 9, "B's compare is charged");
+    assert_eq!(s.balance(&a).await, 0, "detect is never charged");
+}
+
+/// One organisation's burst beyond its share of the queue (here 50% of 8
+/// places) is refused with 503 `overloaded` for that organisation, while
+/// another organisation's compare still finds room and is answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_its_share_is_refused_for_itself_not_for_others() {
+    if !common::own_servers_or_skip("its own server with a small queue") {
+        return;
+    }
+    let _serial = LOADED.lock().await;
+    let db = common::fresh_database(Backend::Sqlite, "fairshare");
+    let s = common::spawn_server(
+        common::ServerOptions::new(&db)
+            .env("FACECOMPARE_WORKERS", "1")
+            .env("FACECOMPARE_QUEUE_CAPACITY", "8")
+            .env("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT", "50"),
+    );
+    let s = &s.server;
+    let (a, b) = (s.org(0).await, s.org(10).await);
+    let webp = images::costly_webp(4000, 4000);
+    let burst: Vec<_> = (0..12)
+        .map(|_| {
+            let (s, key, webp) = (s.clone(), a.key.clone(), webp.clone());
+            tokio::spawn(async move { detect(&s, &key, &webp).await })
+        })
+        .collect();
+    until_queue_holds(s, 4).await;
+    s.compare_multipart(
+        &b.key,
+        &file(&fixture("obama.jpg")),
+        &file(&fixture("obama2.jpg")),
+    )
+    .await
+    .assert_compare_ok();
+    let (mut served, mut refused) = (0, 0);
+    for h in burst {
+        let r = h.await.unwrap();
+        if r.status == 200 {
+            served += 1;
+        } else {
+            r.assert_error(503, "overloaded", None);
+            assert!(r.header("retry-after").is_some());
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0 && served > 0,
+        "{served} served, {refused} refused"
+    );
+    let metrics = s.metrics().await.text;
+    let counted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("facecompare_inference_org_share_refused_total "))
+        .expect("org-share counter in /metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        counted >= refused as f64,
+        "{counted} counted, {refused} refused"
+    );
+    assert_eq!(s.balance(&b).await, 9);
 }

@@ -287,3 +287,40 @@ async fn rate_limited_postgres() {
         rate_limited(Backend::Postgres).await
     }
 }
+
+/// WebP has no reduced-scale decode: above its own pixel limit (16 MP,
+/// below JPEG's 64) it is refused before a pixel is decoded, with the size
+/// error naming the limit, on detect and on compare alike; a large WebP
+/// within it is decoded and answered at its full size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webp_over_its_pixel_limit_is_refused_naming_the_limit() {
+    let s = server(Backend::Sqlite);
+    let org = s.org(5).await;
+    let big = images::costly_webp(4200, 4200);
+    let v = detect(s, Some(&org.key), &big).await.assert_error(
+        400,
+        "image_dimensions_too_large",
+        Some("image"),
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("4200×4200")
+            && message.contains("WebP")
+            && message.contains("16 megapixels"),
+        "{v}"
+    );
+    let photo = fixture("obama.jpg");
+    s.compare_multipart(&org.key, &common::file(&photo), &common::file(&big))
+        .await
+        .assert_error(400, "image_dimensions_too_large", Some("target"));
+    let within = detect(s, Some(&org.key), &images::costly_webp(4000, 3000)).await;
+    assert_detect_ok(&within);
+    assert_eq!(
+        (
+            within.json()["width"].clone(),
+            within.json()["height"].clone()
+        ),
+        (4000.into(), 3000.into())
+    );
+    assert_eq!(s.balance(&org).await, 5, "refusals are not charged");
+}

@@ -1,13 +1,16 @@
 //! Face engine: decode → orient → detect → align → embed → cosine → calibrated 0–100.
 //!
 //! The HTTP side only sees [`Engine`]: a cloneable handle to a bounded queue
-//! ([`pool`]) feeding worker threads that each own their ONNX Runtime sessions.
+//! ([`pool`]) feeding worker threads that each own their ONNX Runtime sessions,
+//! fair across organisations ([`fair_queue`], weighted by [`cost`]).
 pub mod age;
 pub mod age_pass;
 pub mod calibration;
+pub mod cost;
 pub mod decode;
 pub mod detect;
 pub mod embed;
+pub mod fair_queue;
 pub mod geometry;
 pub mod model_zip;
 pub mod pack;
@@ -26,9 +29,10 @@ use bytes::Bytes;
 use crate::config::Config;
 use age_pass::{AgePass, PairAges, Plan};
 use calibration::{Map, Policy};
+use decode::budget::DecodeBudget;
 use pack::Pack;
 use pipeline::{Analysis, AnalyzeError, Depth, MAX_TARGET_FACES, Models};
-use pool::{Pool, SubmitError};
+use pool::{Limits, Pool, SubmitError};
 use report::ImageReport;
 
 /// What the engine needs to start: where the packs are, which one, and pool sizes.
@@ -39,6 +43,10 @@ pub struct EngineConfig {
     pub workers: usize,
     pub intra_threads: usize,
     pub queue_capacity: usize,
+    /// Percent of the queue one organisation may hold.
+    pub queue_org_share_percent: u32,
+    /// Bytes all decodes may hold at once.
+    pub decode_budget_bytes: u64,
 }
 
 impl EngineConfig {
@@ -49,6 +57,8 @@ impl EngineConfig {
             workers: c.workers,
             intra_threads: c.intra_threads,
             queue_capacity: c.queue_capacity,
+            queue_org_share_percent: c.queue_org_share_percent,
+            decode_budget_bytes: c.decode_budget_bytes,
         }
     }
 }
@@ -191,7 +201,11 @@ impl Engine {
             .map(|_| Models::new(&pack, cfg.intra_threads.max(1)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Engine {
-            pool: Arc::new(Pool::start(models, cfg.queue_capacity.max(1))),
+            pool: Arc::new(Pool::start(
+                models,
+                Limits::new(cfg.queue_capacity, cfg.queue_org_share_percent),
+                Arc::new(DecodeBudget::new(cfg.decode_budget_bytes)),
+            )),
             pack: Arc::new(pack.manifest.info()),
             policy: Arc::new(Policy::new(
                 pack.manifest.calibration.clone(),
@@ -228,18 +242,20 @@ impl Engine {
     }
 
     /// Compares `source` (largest face) with every face of `target` for a
-    /// decision at `threshold`; both images are analysed in parallel on the
-    /// pool without the age pass, which then runs (a follow-up job on the
-    /// faces kept from the analyses) only when the ages can change a target
-    /// face's decision at `threshold` ([`age_pass`]).
+    /// decision at `threshold`, as work of organisation `tenant` (the queue's
+    /// fairness key); both images are analysed in parallel on the pool
+    /// without the age pass, which then runs (a follow-up job on the faces
+    /// kept from the analyses) only when the ages can change a target face's
+    /// decision at `threshold` ([`age_pass`]).
     pub async fn compare(
         &self,
+        tenant: &str,
         source: Bytes,
         target: Bytes,
         threshold: f64,
     ) -> Result<Comparison, FacesError> {
         // Both places at once: a compare is never half queued.
-        let mut tp = self.pool.reserve(2).map_err(submit_error)?;
+        let mut tp = self.pool.reserve(tenant, 2).map_err(submit_error)?;
         let mut sp = tp.split_one();
         // A failed source ends the compare at once (the target's job, if not
         // started, is dropped); a failed target still waits for the source,
@@ -263,10 +279,10 @@ impl Engine {
         let (ages, pass) = match age_pass::plan(&self.policy, &s, &t, threshold) {
             Plan::Skip(pass) => (PairAges::default(), pass),
             Plan::Run(job) => {
-                let mut place = self.pool.reserve_follow_up();
+                let mut place = self.pool.reserve_follow_up(tenant);
                 let (result, queued) = self
                     .pool
-                    .run(&mut place, move |models, _| {
+                    .run(&mut place, cost::AGE_PASS_US, move |models, _| {
                         let started = std::time::Instant::now();
                         let r = job.run(models).map_err(AnalyzeError::Engine)?;
                         Ok((r, started.elapsed()))
@@ -296,10 +312,16 @@ impl Engine {
     }
 
     /// The faces of one image (up to [`MAX_TARGET_FACES`], largest first),
-    /// through the same queue and the same decode and detection as a compare;
-    /// no embedding or age pass (boxes only).
-    pub async fn faces(&self, side: Side, bytes: Bytes) -> Result<ImageReport, FacesError> {
-        let mut place = self.pool.reserve(1).map_err(submit_error)?;
+    /// through the same queue (as work of organisation `tenant`) and the
+    /// same decode and detection as a compare; no embedding or age pass
+    /// (boxes only).
+    pub async fn faces(
+        &self,
+        tenant: &str,
+        side: Side,
+        bytes: Bytes,
+    ) -> Result<ImageReport, FacesError> {
+        let mut place = self.pool.reserve(tenant, 1).map_err(submit_error)?;
         let (a, _) = self
             .analyze_on(&mut place, side, bytes, MAX_TARGET_FACES, Depth::Boxes)
             .await?;
@@ -329,7 +351,7 @@ impl Engine {
 
 fn submit_error(e: SubmitError) -> FacesError {
     match e {
-        SubmitError::Full => FacesError::Overloaded,
+        SubmitError::Full | SubmitError::OrgShareFull => FacesError::Overloaded,
         SubmitError::Stopped => FacesError::Internal(e.to_string()),
     }
 }

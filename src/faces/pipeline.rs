@@ -12,7 +12,7 @@ use image::RgbImage;
 
 use super::{
     age::AgeEstimator,
-    decode::{self, DecodeError},
+    decode::{self, DecodeError, budget::DecodeBudget},
     detect::{Detector, Face},
     embed::Embedder,
     pack::Pack,
@@ -124,7 +124,14 @@ impl Models {
     /// Decode and detect only: the faces (largest first), no embeddings.
     pub fn faces(&mut self, bytes: &[u8], max_faces: usize) -> Result<Analysis, AnalyzeError> {
         let idle = AtomicBool::new(false);
-        self.run(bytes, max_faces, decode::WORKING_SIDE, Depth::Boxes, &idle)
+        self.run(
+            bytes,
+            max_faces,
+            decode::WORKING_SIDE,
+            Depth::Boxes,
+            &idle,
+            None,
+        )
     }
 
     /// As [`Models::analyze`], stopping at the next stage boundary once
@@ -136,7 +143,34 @@ impl Models {
         depth: Depth,
         abandoned: &AtomicBool,
     ) -> Result<Analysis, AnalyzeError> {
-        self.run(bytes, max_faces, decode::WORKING_SIDE, depth, abandoned)
+        self.run(
+            bytes,
+            max_faces,
+            decode::WORKING_SIDE,
+            depth,
+            abandoned,
+            None,
+        )
+    }
+
+    /// As [`Models::analyze_unless`], the decode's memory taken from the
+    /// process-wide `memory` budget (the server's workers).
+    pub fn analyze_within(
+        &mut self,
+        bytes: &[u8],
+        max_faces: usize,
+        depth: Depth,
+        abandoned: &AtomicBool,
+        memory: &DecodeBudget,
+    ) -> Result<Analysis, AnalyzeError> {
+        self.run(
+            bytes,
+            max_faces,
+            decode::WORKING_SIDE,
+            depth,
+            abandoned,
+            Some(memory),
+        )
     }
 
     /// As [`Models::analyze`], decoding JPEGs at reduced scale down to
@@ -148,7 +182,7 @@ impl Models {
         working_side: u32,
     ) -> Result<Analysis, AnalyzeError> {
         let idle = AtomicBool::new(false);
-        self.run(bytes, max_faces, working_side, Depth::Compare, &idle)
+        self.run(bytes, max_faces, working_side, Depth::Compare, &idle, None)
     }
 
     fn run(
@@ -158,6 +192,7 @@ impl Models {
         working_side: u32,
         depth: Depth,
         abandoned: &AtomicBool,
+        memory: Option<&DecodeBudget>,
     ) -> Result<Analysis, AnalyzeError> {
         let checkpoint = || {
             if abandoned.load(Ordering::Relaxed) {
@@ -167,7 +202,7 @@ impl Models {
             }
         };
         let t0 = Instant::now();
-        let decoded = decode::decode_with(bytes, working_side)?;
+        let decoded = decode::decode_within(bytes, working_side, memory)?;
         let scale_denominator = decoded.scale_denominator;
         checkpoint()?;
         let t1 = Instant::now();

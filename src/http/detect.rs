@@ -5,7 +5,9 @@
 //! but never charged: it reveals no identity decision (boxes, detector
 //! scores and the capture's quality only, no similarity, no embedding, no age). Bounded like a compare:
 //! body size, the shared body budget, the request deadline, and the inference
-//! queue (a full queue is 503 `overloaded`).
+//! queue, as the organisation's work: served in turn with its compares and
+//! other organisations', within its share of the queue (a full queue or share
+//! is 503 `overloaded`).
 //!
 //! Order: auth → rate limit → body (one field `image`, see
 //! [`crate::inputs::single`]) → engine → response. A client that goes away
@@ -105,14 +107,15 @@ impl From<ImageReport> for DetectResponse {
 }
 
 pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let work = async |_: &Org, headers: &http::HeaderMap, body: &mut Option<Body>| {
-        process(&state, headers, body).await
+    let work = async |org: &Org, headers: &http::HeaderMap, body: &mut Option<Body>| {
+        process(&state, org, headers, body).await
     };
     exchange::with_api_key(&state, req, MAX_SINGLE_BODY_BYTES, work).await
 }
 
 async fn process(
     state: &AppState,
+    org: &Org,
     headers: &http::HeaderMap,
     body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
@@ -123,7 +126,7 @@ async fn process(
     let bytes = timeout_at(deadline, read_image_body(admitted.kind, admitted.body))
         .await
         .map_err(|_| ApiError::timed_out())??;
-    let report = timeout_at(deadline, state.engine.faces(Side::Source, bytes))
+    let report = timeout_at(deadline, state.engine.faces(&org.id, Side::Source, bytes))
         .await
         .map_err(|_| ApiError::timed_out())?
         .map_err(image_error)?;

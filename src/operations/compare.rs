@@ -153,7 +153,7 @@ pub async fn compare(
     let comparison = until(
         deadline,
         client_gone,
-        app.engine.compare(source, target, threshold),
+        app.engine.compare(&org.id, source, target, threshold),
     )
     .await??;
     let t = &comparison.timings;

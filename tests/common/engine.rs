@@ -84,6 +84,8 @@ pub fn start_engine(name: &str, queue_capacity: usize) -> Engine {
         workers: 2,
         intra_threads: 1,
         queue_capacity,
+        queue_org_share_percent: 50,
+        decode_budget_bytes: 192 << 20,
     })
     .expect("engine starts")
 }

@@ -152,3 +152,18 @@ pub fn degraded_jpeg(bytes: &[u8], sigma: f32, gain: f32) -> Vec<u8> {
     }
     jpeg(&DynamicImage::ImageRgb8(img), 92)
 }
+
+/// A lossless WebP of `w`×`h` pixels that a decoder reconstructs pixel by
+/// pixel (two colours in a sparse pattern: no single-colour shortcut), a
+/// few hundred KB for millions of pixels. WebP has no reduced-scale decode,
+/// so it costs its full size: the costly image of the fairness tests.
+pub fn costly_webp(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        if (x * 7 + y * 13) % 61 == 0 {
+            image::Rgb([200, 30, 30])
+        } else {
+            image::Rgb([90, 90, 90])
+        }
+    });
+    encode(&DynamicImage::ImageRgb8(img), ImageFormat::WebP)
+}

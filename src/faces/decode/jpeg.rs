@@ -11,7 +11,9 @@ use std::io::Cursor;
 
 use image::{RgbImage, metadata::Orientation};
 
-use super::{DecodeError, Decoded, MAX_DECODE_BYTES, check_size, orient, turbo};
+use super::{
+    DecodeError, Decoded, MAX_DECODE_BYTES, budget, budget::DecodeBudget, check_size, orient, turbo,
+};
 
 /// Most scans accepted. Encoders write 1 (baseline), 6–12 (libjpeg and
 /// mozjpeg progressive); 100 leaves room for unusual scan scripts.
@@ -197,12 +199,17 @@ pub fn scale_for(width: u32, height: u32, working_side: u32) -> u32 {
     denom
 }
 
-pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
+pub fn decode(
+    bytes: &[u8],
+    working_side: u32,
+    memory: Option<&DecodeBudget>,
+) -> Result<Decoded, DecodeError> {
     let s = survey(bytes)?;
     let denom = scale_for(s.width, s.height, working_side);
     if s.width > 0 && s.height > 0 && matches!(s.components, 1 | 3) {
         check_size(s.width as u64, s.height as u64)?;
-        check_budget(&s, denom)?;
+        let need = check_budget(&s, denom)?;
+        let _held = budget::take(memory, need);
         // A file libjpeg-turbo refuses (it also stops at what it only warns
         // about, such as stray bytes before the end marker, which browsers
         // show) still gets jpeg-decoder's answer; both decodes are within
@@ -211,11 +218,12 @@ pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
             return Ok(d);
         }
     }
-    decode_scaled(bytes, s, working_side)
+    decode_scaled(bytes, s, working_side, memory)
 }
 
-/// Refuses a file whose decode would hold more than [`MAX_DECODE_BYTES`].
-fn check_budget(s: &Survey, denom: u32) -> Result<(), DecodeError> {
+/// Refuses a file whose decode would hold more than [`MAX_DECODE_BYTES`];
+/// else the bytes it will hold.
+fn check_budget(s: &Survey, denom: u32) -> Result<u64, DecodeError> {
     let need = decoded_bytes(s, denom);
     if need > MAX_DECODE_BYTES {
         return Err(DecodeError::TooMuchMemory {
@@ -232,7 +240,7 @@ fn check_budget(s: &Survey, denom: u32) -> Result<(), DecodeError> {
             bytes: need,
         });
     }
-    Ok(())
+    Ok(need)
 }
 
 /// jpeg-decoder, at the reduced DCT scale that keeps the long side at least
@@ -241,6 +249,7 @@ pub fn decode_scaled(
     bytes: &[u8],
     mut survey: Survey,
     working_side: u32,
+    memory: Option<&DecodeBudget>,
 ) -> Result<Decoded, DecodeError> {
     let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
@@ -263,7 +272,8 @@ pub fn decode_scaled(
     }
     // The frame jpeg-decoder reads is the one it will decode.
     (survey.width, survey.height) = (w, h);
-    check_budget(&survey, denom)?;
+    let need = check_budget(&survey, denom)?;
+    let _held = budget::take(memory, need);
     let pixels = dec.decode().map_err(corrupt)?;
     let info = dec
         .info()
@@ -331,7 +341,10 @@ mod tests {
         let err = survey(&bad).unwrap_err();
         assert_eq!(err.code(), "image_too_complex");
         assert!(err.to_string().contains("more than 100 scans"), "{err}");
-        assert_eq!(decode(&bad, 0).err().unwrap().code(), "image_too_complex");
+        assert_eq!(
+            decode(&bad, 0, None).err().unwrap().code(),
+            "image_too_complex"
+        );
     }
 
     #[test]

@@ -9,12 +9,18 @@ use crate::{
 };
 use std::io::Cursor;
 
+mod box_scale;
+pub mod budget;
+pub mod header;
 mod jpeg;
 mod png;
 mod turbo;
 
+use budget::DecodeBudget;
+
 use image::{
-    DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, metadata::Orientation,
+    ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
+    imageops, metadata::Orientation,
 };
 
 /// Largest image accepted, in pixels and per side.
@@ -28,6 +34,17 @@ pub const WORKING_SIDE: u32 = 800;
 /// bytes per sample, plus a progressive JPEG's coefficients). Two workers
 /// decoding the worst accepted images stay under 400 MB.
 pub const MAX_DECODE_BYTES: u64 = 192 << 20;
+/// Largest WebP accepted, in pixels (4096×4096). WebP has no reduced-scale
+/// decode (the decoder reconstructs every pixel, then the image is
+/// area-averaged down), so its cost grows with the full pixel count: ~28 ms
+/// a megapixel against JPEG's 2–3 at reduced scale (docs/performance.md).
+/// At this limit a WebP decodes in about 0.5 s, under the costliest JPEG
+/// the work budget accepts (~1 s).
+pub const MAX_WEBP_PIXELS: u64 = 16_777_216;
+/// Bytes a WebP decode holds per pixel: the output (RGB or RGBA), the
+/// lossy decoder's YUV planes and alpha plane, or the lossless decoder's
+/// ARGB buffer.
+const WEBP_BYTES_PER_PIXEL: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -43,6 +60,8 @@ pub enum DecodeError {
     Unsupported(Option<&'static str>),
     #[error("image is {}; the limit is {MAX_SIDE} pixels per side and {} megapixels", size_text(*.width, *.height), MAX_PIXELS / 1_000_000)]
     TooLarge { width: u64, height: u64 },
+    #[error("image is {width}×{height} pixels, WebP; WebP is decoded at full resolution, and its limit is {} megapixels (JPEG and PNG: {})", MAX_WEBP_PIXELS / 1_000_000, MAX_PIXELS / 1_000_000)]
+    WebPTooLarge { width: u64, height: u64 },
     #[error("image would need {} MB to decode ({what}); the limit is {} MB", .bytes.div_ceil(1 << 20), MAX_DECODE_BYTES >> 20)]
     TooMuchMemory { what: String, bytes: u64 },
     #[error("image is too complex to decode: {0}")]
@@ -65,9 +84,9 @@ impl DecodeError {
     pub fn kind(&self) -> ErrorCode {
         match self {
             DecodeError::Unsupported(_) => error_codes::UNSUPPORTED_IMAGE_FORMAT,
-            DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
-                error_codes::IMAGE_DIMENSIONS_TOO_LARGE
-            }
+            DecodeError::TooLarge { .. }
+            | DecodeError::WebPTooLarge { .. }
+            | DecodeError::TooMuchMemory { .. } => error_codes::IMAGE_DIMENSIONS_TOO_LARGE,
             DecodeError::TooComplex(_) => error_codes::IMAGE_TOO_COMPLEX,
             DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
         }
@@ -129,13 +148,23 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 /// `working_side` 0 decodes at full resolution.
 pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
+    decode_within(bytes, working_side, None)
+}
+
+/// As [`decode_with`]; the decode's buffers are taken from `memory` (the
+/// server's process-wide budget) before they are allocated.
+pub fn decode_within(
+    bytes: &[u8],
+    working_side: u32,
+    memory: Option<&DecodeBudget>,
+) -> Result<Decoded, DecodeError> {
     let format = sniff(bytes)?;
     // The bytes come from clients: a decoder bug on a crafted file must be a
     // 400 for that image, not a failed request.
     std::panic::catch_unwind(|| match format {
-        Format::Jpeg => jpeg::decode(bytes, working_side),
-        Format::Png => png::decode(bytes, working_side),
-        Format::WebP => decode_webp(bytes),
+        Format::Jpeg => jpeg::decode(bytes, working_side, memory),
+        Format::Png => png::decode(bytes, working_side, memory),
+        Format::WebP => decode_webp(bytes, working_side, memory),
     })
     .unwrap_or_else(|_| {
         Err(DecodeError::Corrupt(
@@ -144,9 +173,14 @@ pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeErr
     })
 }
 
-/// WebP decodes whole (RGBA or RGB) and is then converted to RGB: both
-/// buffers count against the budget.
-fn decode_webp(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+/// WebP decodes whole (RGBA or RGB, no reduced-scale decode) and is then
+/// area-averaged to the scale a JPEG of that size would be decoded at; its
+/// pixel count has a limit of its own ([`MAX_WEBP_PIXELS`]).
+fn decode_webp(
+    bytes: &[u8],
+    working_side: u32,
+    memory: Option<&DecodeBudget>,
+) -> Result<Decoded, DecodeError> {
     let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
     let mut reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::WebP);
     let mut limits = Limits::default();
@@ -163,7 +197,21 @@ fn decode_webp(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     })?;
     let (w, h) = dec.dimensions();
     check_size(w as u64, h as u64)?;
-    let need = dec.total_bytes() + w as u64 * h as u64 * 3;
+    let pixels = w as u64 * h as u64;
+    if pixels > MAX_WEBP_PIXELS {
+        return Err(DecodeError::WebPTooLarge {
+            width: w as u64,
+            height: h as u64,
+        });
+    }
+    let channels = match dec.color_type() {
+        ColorType::Rgb8 => 3,
+        ColorType::Rgba8 => 4,
+        other => return Err(DecodeError::Corrupt(format!("WebP decoded as {other:?}"))),
+    };
+    let denom = scale_for(w, h, working_side);
+    let (out_w, out_h) = (w.div_ceil(denom), h.div_ceil(denom));
+    let need = pixels * WEBP_BYTES_PER_PIXEL + out_w as u64 * out_h as u64 * 4;
     if need > MAX_DECODE_BYTES {
         return Err(DecodeError::TooMuchMemory {
             what: format!("{w}×{h} pixels, WebP"),
@@ -171,11 +219,33 @@ fn decode_webp(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         });
     }
     let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
-    let img = DynamicImage::from_decoder(dec).map_err(corrupt)?;
+    let held = budget::take(memory, need);
+    let mut buf = vec![0u8; dec.total_bytes() as usize];
+    dec.read_image(&mut buf).map_err(corrupt)?;
+    // Area-averaged down by `image` (optimised even in debug builds), from
+    // the decoder's own buffer: no full-size RGB copy.
+    let short = || DecodeError::Corrupt("WebP decoded to a short buffer".into());
+    let image = if channels == 3 {
+        let full = RgbImage::from_raw(w, h, buf).ok_or_else(short)?;
+        if denom == 1 {
+            full
+        } else {
+            imageops::thumbnail(&full, out_w, out_h)
+        }
+    } else {
+        let full = RgbaImage::from_raw(w, h, buf).ok_or_else(short)?;
+        let small = if denom == 1 {
+            full
+        } else {
+            imageops::thumbnail(&full, out_w, out_h)
+        };
+        DynamicImage::ImageRgba8(small).into_rgb8()
+    };
+    drop(held);
     Ok(Decoded {
-        image: orient(img.into_rgb8(), orientation),
+        image: orient(image, orientation),
         original_size: (w, h),
-        scale_denominator: 1,
+        scale_denominator: denom,
     })
 }
 

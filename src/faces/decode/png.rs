@@ -5,12 +5,19 @@
 //! by row in image order: they are decoded whole at 8 bits, within the budget.
 use std::io::Cursor;
 
-use image::{RgbImage, metadata::Orientation};
+use image::metadata::Orientation;
 use png::{ColorType, Transformations};
 
-use super::{DecodeError, Decoded, MAX_DECODE_BYTES, check_size, orient, scale_for};
+use super::{
+    DecodeError, Decoded, MAX_DECODE_BYTES, box_scale::BoxScaler, budget, budget::DecodeBudget,
+    check_size, orient, scale_for,
+};
 
-pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
+pub fn decode(
+    bytes: &[u8],
+    working_side: u32,
+    memory: Option<&DecodeBudget>,
+) -> Result<Decoded, DecodeError> {
     let corrupt = |e: png::DecodingError| match e {
         png::DecodingError::LimitsExceeded => DecodeError::TooMuchMemory {
             what: "PNG".into(),
@@ -50,6 +57,9 @@ pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
     let denom = scale_for(w, h, working_side);
     let mut scaler = BoxScaler::new(w, h, denom, channels);
 
+    // Streamed: the output and a few rows (the decoder keeps two, at up to
+    // 8 bytes a pixel before the transformations).
+    let streamed = scaler.output_bytes() + 3 * w as u64 * 8;
     if interlaced {
         let need = w as u64 * h as u64 * channels as u64;
         if need + scaler.output_bytes() > MAX_DECODE_BYTES {
@@ -58,13 +68,16 @@ pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
                 bytes: need,
             });
         }
+        let _held = budget::take(memory, need + streamed);
         let mut buf = vec![0; reader.output_buffer_size().unwrap_or(need as usize)];
         reader.next_frame(&mut buf).map_err(corrupt)?;
         let stride = w as usize * channels;
         for row in buf.chunks_exact(stride).take(h as usize) {
             scaler.push_row(row);
         }
+        drop(buf);
     } else {
+        let _held = budget::take(memory, streamed);
         while let Some(row) = reader.next_row().map_err(corrupt)? {
             scaler.push_row(row.data());
         }
@@ -75,92 +88,6 @@ pub fn decode(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeError> {
         original_size: (w, h),
         scale_denominator: denom,
     })
-}
-
-/// Averages `denom`×`denom` blocks of 8-bit rows into RGB (alpha dropped,
-/// grey repeated, as `to_rgb8` does). Edge blocks average what they cover.
-struct BoxScaler {
-    width: u32,
-    height: u32,
-    denom: u32,
-    channels: usize,
-    out_w: u32,
-    out_h: u32,
-    sums: Vec<u32>,
-    rows_in_block: u32,
-    rows_seen: u32,
-    out: Vec<u8>,
-}
-
-impl BoxScaler {
-    fn new(width: u32, height: u32, denom: u32, channels: usize) -> Self {
-        let out_w = width.div_ceil(denom);
-        let out_h = height.div_ceil(denom);
-        Self {
-            width,
-            height,
-            denom,
-            channels,
-            out_w,
-            out_h,
-            sums: vec![0; out_w as usize * 3],
-            rows_in_block: 0,
-            rows_seen: 0,
-            out: Vec::with_capacity(out_w as usize * out_h as usize * 3),
-        }
-    }
-
-    fn output_bytes(&self) -> u64 {
-        self.out_w as u64 * self.out_h as u64 * 3
-    }
-
-    fn push_row(&mut self, row: &[u8]) {
-        if self.rows_seen >= self.height {
-            return;
-        }
-        let (c, d) = (self.channels, self.denom as usize);
-        for (x, px) in row.chunks_exact(c).take(self.width as usize).enumerate() {
-            let rgb = if c < 3 {
-                [px[0]; 3]
-            } else {
-                [px[0], px[1], px[2]]
-            };
-            let o = (x / d) * 3;
-            for (sum, v) in self.sums[o..o + 3].iter_mut().zip(rgb) {
-                *sum += v as u32;
-            }
-        }
-        self.rows_seen += 1;
-        self.rows_in_block += 1;
-        if self.rows_in_block == self.denom || self.rows_seen == self.height {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        let d = self.denom;
-        for ox in 0..self.out_w {
-            let cols = d.min(self.width - ox * d);
-            let n = cols * self.rows_in_block;
-            for i in 0..3 {
-                let s = &mut self.sums[ox as usize * 3 + i];
-                self.out.push(((*s + n / 2) / n) as u8);
-                *s = 0;
-            }
-        }
-        self.rows_in_block = 0;
-    }
-
-    fn finish(self) -> Result<RgbImage, DecodeError> {
-        if self.rows_seen < self.height {
-            return Err(DecodeError::Corrupt(format!(
-                "PNG ended after {} of {} rows",
-                self.rows_seen, self.height
-            )));
-        }
-        RgbImage::from_raw(self.out_w, self.out_h, self.out)
-            .ok_or_else(|| DecodeError::Corrupt("PNG decoded to a short buffer".into()))
-    }
 }
 
 #[cfg(test)]
@@ -181,7 +108,7 @@ mod tests {
         // One pixel 0x1234 0x5678 0x9ABC alpha 0xFFFF.
         let data = [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xFF, 0xFF];
         let bytes = encode(1, 1, ColorType::Rgba, png::BitDepth::Sixteen, &data);
-        let d = decode(&bytes, 0).unwrap();
+        let d = decode(&bytes, 0, None).unwrap();
         assert_eq!(d.image.get_pixel(0, 0).0, [0x12, 0x56, 0x9A]);
     }
 
@@ -193,25 +120,11 @@ mod tests {
             .flat_map(|_| (0..w).map(|x| if x < w / 2 { 0 } else { 200 }))
             .collect();
         let bytes = encode(w, h, ColorType::Grayscale, png::BitDepth::Eight, &data);
-        let d = decode(&bytes, 800).unwrap();
+        let d = decode(&bytes, 800, None).unwrap();
         assert_eq!(d.scale_denominator, 2);
         assert_eq!(d.image.dimensions(), (1000, 500));
         assert_eq!(d.image.get_pixel(10, 10).0, [0, 0, 0]);
         assert_eq!(d.image.get_pixel(990, 499).0, [200, 200, 200]);
         assert_eq!(d.original_size, (w, h));
-    }
-
-    #[test]
-    fn odd_edges_average_what_they_cover() {
-        let mut s = BoxScaler::new(3, 3, 2, 1);
-        for row in [[10u8, 20, 30], [10, 20, 30], [50, 60, 70]] {
-            s.push_row(&row);
-        }
-        let img = s.finish().unwrap();
-        assert_eq!(img.dimensions(), (2, 2));
-        assert_eq!(img.get_pixel(0, 0).0[0], 15);
-        assert_eq!(img.get_pixel(1, 0).0[0], 30);
-        assert_eq!(img.get_pixel(0, 1).0[0], 55);
-        assert_eq!(img.get_pixel(1, 1).0[0], 70);
     }
 }

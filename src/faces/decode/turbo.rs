@@ -79,7 +79,7 @@ mod tests {
             let s = jpeg::survey(&bytes).unwrap();
             for (denom, side) in [(1, 0), (2, 150), (4, 75)] {
                 let d = decode(&bytes, &s, denom).unwrap().unwrap();
-                let reference = jpeg::decode_scaled(&bytes, s.clone(), side).unwrap();
+                let reference = jpeg::decode_scaled(&bytes, s.clone(), side, None).unwrap();
                 assert_eq!(d.scale_denominator, reference.scale_denominator);
                 assert_eq!(d.image.dimensions(), reference.image.dimensions());
                 let diffs: Vec<u8> = d
