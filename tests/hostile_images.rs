@@ -306,7 +306,7 @@ fn chunked_json_compare(addr: &str, key: &str, json: &[u8], start: &std::sync::B
     )
     .unwrap();
     let mut chunks = json.chunks(16 * 1024);
-    let mut send = |c: &mut std::net::TcpStream, chunk: &[u8]| {
+    let send = |c: &mut std::net::TcpStream, chunk: &[u8]| {
         write!(c, "{:x}\r\n", chunk.len()).unwrap();
         c.write_all(chunk).unwrap();
         c.write_all(b"\r\n").unwrap();
