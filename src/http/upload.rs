@@ -135,7 +135,7 @@ mod tests {
         let n = 20 * 8 * 1024;
         assert_eq!(read_all(body).await.unwrap(), n);
         // The share holds what arrived: the rest of the budget is free.
-        let total = BodyBudget::holder_share(0);
+        let total = 2 * crate::inputs::MAX_BODY_BYTES as u64; // the floor: budget and share
         assert!(budget.try_reserve("b", total).is_none());
         assert!(budget.try_reserve("b", total - 2 * n).is_some());
     }
@@ -143,7 +143,7 @@ mod tests {
     #[tokio::test]
     async fn a_spent_budget_stops_the_body() {
         let budget = BodyBudget::new(0);
-        let total = BodyBudget::holder_share(0);
+        let total = 2 * crate::inputs::MAX_BODY_BYTES as u64; // the floor: budget and share
         let _other = budget.try_reserve("b", total - 1000).unwrap();
         let share = budget.try_reserve("a", 0).unwrap();
         let body = metered(trickle(3, 1000, Duration::ZERO), share, false);
