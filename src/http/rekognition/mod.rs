@@ -58,12 +58,11 @@ async fn run(
 ) -> Response {
     let deadline = state.deadline();
     let (parts, body) = req.into_parts();
-    let body = Some(body);
     // Signature header, date and access key first: only a known key gets to
     // hold a body in memory. The signature itself needs the body's hash.
     let (org, auth) = match known_key(&state, &parts).await {
         Ok(found) => found,
-        Err(e) => return exchange::answer_unread(e.into_response(), &parts, body),
+        Err(e) => return exchange::answer_unread(e.into_response(), &parts, Some(body)),
     };
     let answer_early = |e: AwsError, body: Option<Body>| {
         let response = exchange::answer_unread(e.into_response(), &parts, body);
@@ -80,14 +79,14 @@ async fn run(
             "the request body is larger than {} bytes (two 5 MB images in base64)",
             model::MAX_AWS_BODY_BYTES
         ));
-        return answer_early(e, body);
+        return answer_early(e, Some(body));
     }
     // The rate limit before any byte is reserved: whoever knows an access key
     // id (with or without its secret) spends that organisation's requests and
     // its share of the body budget, never the others'.
     let decision = match state.accounts.rate_check(&org).await {
         Ok(d) => d,
-        Err(e) => return answer_early(AwsError::from(e), body),
+        Err(e) => return answer_early(AwsError::from(e), Some(body)),
     };
     let with_rate = |mut response: Response| {
         response.headers_mut().extend(rate_limit_headers(&decision));
@@ -101,15 +100,15 @@ async fn run(
             ),
             decision.retry_after_secs,
         );
-        return with_rate(answer_early(e, body));
+        return with_rate(answer_early(e, Some(body)));
     }
     // Held until the compare ends: the images live as long as it does.
     let cost = BodyBudget::cost(declared_len.unwrap_or(0), true);
     let Some(body_share) = state.body_budget.try_reserve(&org.id, cost) else {
         state.metrics.bodies_refused.inc();
-        return with_rate(answer_early(InputError::BodyBudgetSpent.into(), body));
+        return with_rate(answer_early(InputError::BodyBudgetSpent.into(), Some(body)));
     };
-    let body = upload::metered(body.unwrap_or_default(), body_share.clone(), true);
+    let body = upload::metered(body, body_share.clone(), true);
     let body = match timeout_at(deadline, read_body(body)).await {
         Ok(Ok(b)) => b,
         // The body is half read: the connection cannot be reused.
