@@ -47,6 +47,7 @@ codes! {
     S3_OBJECT_NOT_FOUND = 403 "s3_object_not_found" true;
     NOT_FOUND = 404 "not_found" false;
     METHOD_NOT_ALLOWED = 405 "method_not_allowed" false;
+    BODY_TOO_SLOW = 408 "body_too_slow" true;
     IDEMPOTENCY_IN_PROGRESS = 409 "idempotency_in_progress" true;
     IDEMPOTENCY_KEY_MISMATCH = 422 "idempotency_key_mismatch" true;
     RATE_LIMITED = 429 "rate_limited" true;

@@ -182,7 +182,7 @@ impl Metrics {
         let bodies_refused = Counter::default();
         registry.register(
             "bodies_refused",
-            "Compares refused with 503 overloaded because the request-body byte budget was spent",
+            "Requests refused with 503 overloaded because the request-body byte budget (or the organisation's share of it) was spent",
             bodies_refused.clone(),
         );
         let pack_info = Family::<PackLabels, Gauge>::default();

@@ -451,3 +451,159 @@ async fn a_burst_beyond_its_share_is_refused_for_itself_not_for_others() {
     );
     assert_eq!(s.balance(&b).await, 9);
 }
+
+/// Reads from `c` until the server closes it (at most 30 s): what it sent.
+fn answer_of(c: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON compare sent chunked (no `Content-Length`), the three requests of
+/// `starts` started together; the status line of the answer.
+fn chunked_json_compare(addr: &str, key: &str, json: &[u8], start: &std::sync::Barrier) -> String {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /v1/face/compare HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut chunks = json.chunks(16 * 1024);
+    let send = |c: &mut std::net::TcpStream, chunk: &[u8]| {
+        write!(c, "{:x}\r\n", chunk.len()).unwrap();
+        c.write_all(chunk).unwrap();
+        c.write_all(b"\r\n").unwrap();
+    };
+    send(&mut c, chunks.next().unwrap());
+    start.wait();
+    for chunk in chunks {
+        send(&mut c, chunk);
+    }
+    c.write_all(b"0\r\n\r\n").unwrap();
+    answer_of(&mut c).lines().next().unwrap_or("").to_string()
+}
+
+/// The body budget is shared fairly (docs/operations.md, "Memory"): one
+/// organisation's slow uploads (native with its API key, and Rekognition
+/// with its access key id and a wrong signature) hold at most its share (one
+/// largest JSON body with the default 128 MB budget), so another
+/// organisation's compares get 200, and so do three chunked JSON compares at
+/// once (a chunked body reserves as it arrives). The uploads that fit are
+/// answered 408 `body_too_slow` once the minimum rate bites.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organisations_slow_uploads_leave_the_others_room() {
+    use std::io::Write;
+    if !common::own_servers_or_skip("its own server with its own settings") {
+        return;
+    }
+    let _serial = LOADED.lock().await;
+    let db = common::fresh_database(Backend::Sqlite, "fairbudget");
+    let s = common::spawn_server(
+        common::ServerOptions::new(&db).env("FACECOMPARE_BODY_BUDGET_MB", "128"),
+    );
+    let s = &s.server;
+    let (greedy, victim) = (s.org(10).await, s.org(20).await);
+    let aws = common::cli_json(
+        &s.db_url,
+        &["key", "create", "--org", &greedy.id, "--aws", "--json"],
+    )
+    .await;
+    let key_id = aws["accessKeyId"]
+        .as_str()
+        .expect("accessKeyId")
+        .to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // Four native uploads of 32 MiB: the whole budget, were it not shared.
+    let mut hogs: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                c,
+                "POST /v1/face/compare HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\n\
+                 content-type: multipart/form-data; boundary=B\r\ncontent-length: {}\r\n\r\n--B\r\n",
+                greedy.key,
+                32 << 20
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Two Rekognition uploads with the greedy org's key id, signed with nothing.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = facecompare::utc::DateTime::from_unix(now);
+    let day = format!("{:04}{:02}{:02}", t.year, t.month, t.day);
+    for _ in 0..2 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "POST / HTTP/1.1\r\nhost: {addr}\r\nx-amz-date: {day}T{:02}{:02}{:02}Z\r\n\
+             x-amz-target: RekognitionService.CompareFaces\r\n\
+             content-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\
+             authorization: AWS4-HMAC-SHA256 Credential={key_id}/{day}/us-east-1/rekognition/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature={}\r\n\r\n{{",
+            t.hour,
+            t.minute,
+            t.second,
+            facecompare::http::rekognition::model::MAX_AWS_BODY_BYTES,
+            "0".repeat(64)
+        )
+        .unwrap();
+        hogs.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (a, b) = (file(&fixture("obama.jpg")), file(&fixture("obama2.jpg")));
+    for _ in 0..5 {
+        s.compare_multipart(&victim.key, &a, &b)
+            .await
+            .assert_compare_ok();
+    }
+    let json = {
+        use base64::Engine;
+        let enc = |f| base64::engine::general_purpose::STANDARD.encode(fixture(f));
+        format!(
+            "{{\"source\":\"{}\",\"target\":\"{}\"}}",
+            enc("obama.jpg"),
+            enc("obama2.jpg")
+        )
+    };
+    let start = std::sync::Barrier::new(3);
+    let chunked: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| chunked_json_compare(&addr, &victim.key, json.as_bytes(), &start))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for line in &chunked {
+        assert!(
+            line.starts_with("HTTP/1.1 200"),
+            "chunked JSON: {chunked:?}"
+        );
+    }
+
+    // The greedy org: two bodies fit its share, the other four were refused;
+    // the two that fit are cut off by the minimum upload rate.
+    let answers: Vec<String> = hogs.iter_mut().map(answer_of).collect();
+    let count = |what: &str| answers.iter().filter(|a| a.contains(what)).count();
+    let refused = count("\"overloaded\"") + count("ThrottlingException");
+    let too_slow = count("body_too_slow") + count("RequestTimeoutException");
+    assert_eq!((refused, too_slow), (4, 2), "{answers:#?}");
+    for a in &answers {
+        assert!(
+            a.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            "{a}"
+        );
+    }
+    assert_eq!(s.balance(&greedy).await, 10, "nothing charged");
+}

@@ -1,6 +1,7 @@
 //! Our own HTTP/1.1 accept loop (docs/operations.md, "Connections"): a connection cap
 //! that evicts the least recently active connection with no request in
-//! flight, a header-read timeout, an idle keep-alive timeout, and a graceful
+//! flight (an answered request whose unread body is being dropped has none),
+//! a header-read timeout (for every request head, not only the first), an idle keep-alive timeout, and a graceful
 //! shutdown that closes idle connections at once and drains the rest.
 //!
 //! `axum::serve` has none of these: silent connections pile up until the
@@ -186,6 +187,9 @@ impl AsyncRead for Tracked {
         {
             let now = self.registry.now_ms();
             self.conn.head_started.store(now, Ordering::Relaxed);
+            // The watchdog sleeps until the idle deadline: the header
+            // timeout now applies (a half-sent second head is not held 75 s).
+            self.conn.close.notify_one();
         }
         r
     }
@@ -364,7 +368,8 @@ async fn serve_conn(
                     if conn.in_flight.load(Ordering::Acquire) == 0
                         && conn.head_started.load(Ordering::Relaxed) != 0
                     {
-                        // Half a request head: hyper would wait for the rest.
+                        // Half a request head, or the unread body of an
+                        // answered request: hyper would wait for the rest.
                         break;
                     }
                     // Idle connections close at once; a request in flight finishes first.

@@ -48,7 +48,7 @@ async fn run(
     let work = async |org: &Org, headers: &HeaderMap, body: &mut Option<Body>| {
         process(&state, org, headers, body, &mut client_gone).await
     };
-    exchange::with_api_key(&state, req, MAX_BODY_BYTES, work).await
+    exchange::with_api_key(&state, req, work).await
 }
 
 /// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters.
@@ -78,7 +78,7 @@ async fn process(
 ) -> Result<Response, ApiError> {
     let deadline = state.deadline();
     let idem_key = idempotency_key(headers)?;
-    let admitted = exchange::admit_body(state, headers, body, MAX_BODY_BYTES)?;
+    let admitted = exchange::admit_body(state, &org.id, headers, body, MAX_BODY_BYTES)?;
     // Held until the compare ends: the images live as long as it does.
     let _body_share = admitted.share;
     let inputs = timeout_at(

@@ -110,7 +110,7 @@ pub async fn detect(State(state): State<Arc<AppState>>, req: Request) -> Respons
     let work = async |org: &Org, headers: &http::HeaderMap, body: &mut Option<Body>| {
         process(&state, org, headers, body).await
     };
-    exchange::with_api_key(&state, req, MAX_SINGLE_BODY_BYTES, work).await
+    exchange::with_api_key(&state, req, work).await
 }
 
 async fn process(
@@ -120,7 +120,7 @@ async fn process(
     body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
-    let admitted = exchange::admit_body(state, headers, body, MAX_SINGLE_BODY_BYTES)?;
+    let admitted = exchange::admit_body(state, &org.id, headers, body, MAX_SINGLE_BODY_BYTES)?;
     // Held until the answer: the image lives as long as the request does.
     let _body_share = admitted.share;
     let bytes = timeout_at(deadline, read_image_body(admitted.kind, admitted.body))

@@ -124,6 +124,7 @@ impl From<InputError> for ApiError {
         let error = Self::new(e.kind(), e.to_string());
         match e {
             InputError::S3Unavailable { .. } => error.retry_after(S3_RETRY_AFTER_SECS),
+            InputError::BodyBudgetSpent => error.retry_after(1),
             _ => error,
         }
     }

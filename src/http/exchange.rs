@@ -5,13 +5,14 @@
 //! metrics); for the native API also the key and the rate limit.
 use std::future::Future;
 
+use axum::body::HttpBody;
 use axum::{
     body::Body,
     extract::Request,
     response::{IntoResponse, Response},
 };
 use futures_util::StreamExt;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -20,18 +21,23 @@ use super::{
     auth::{authenticate, rate_limit_headers},
     body_budget::{BodyBudget, BodyShare},
     error::{ApiError, REQUEST_ID, current_request_id},
+    upload,
 };
 use crate::{
     accounts::Org,
-    faces::FacesError,
     inputs::{
         InputError,
         body::{BodyKind, body_kind},
     },
 };
 
-/// How long an early answer waits for the rest of an unread body.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// An early answer keeps the connection for the next request only when the
+/// unread rest of the body is this small...
+const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+/// ...and arrives within this long. Longer rests are still read and dropped
+/// for this long after the answer (so that a client still sending reads the
+/// answer instead of a reset), on a connection marked `close`.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `work` in its own task: a client that disconnects cannot cut it
 /// between the charge and the idempotency record, and a panic becomes
@@ -53,21 +59,47 @@ where
     }
 }
 
-/// Reads and discards an unread body (at most `limit` bytes, a few seconds),
-/// so that a client still sending gets the answer instead of a reset.
-pub async fn drain(body: Option<Body>, limit: usize) {
-    let Some(body) = body else { return };
-    let mut stream = body.into_data_stream();
-    let discard = async {
-        let mut total = 0usize;
-        while let Some(Ok(chunk)) = stream.next().await {
-            total += chunk.len();
-            if total > limit {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
+/// Answers at once a request whose body may be unread; the rest is read
+/// and dropped in the background (the connection has no request in flight
+/// meanwhile, so the connection cap may evict it), for at most
+/// [`DRAIN_TIMEOUT`]. A rest over [`DRAIN_MAX_BYTES`] or of unknown length
+/// gets `Connection: close`; a client waiting for `100 Continue` gets the
+/// answer with `Connection: close` and never a `100` (the body is not
+/// polled). Nobody, keyed or not, holds a connection in flight by sending a
+/// body the server will not use.
+pub fn answer_unread(
+    response: Response,
+    parts: &http::request::Parts,
+    body: Option<Body>,
+) -> Response {
+    let Some(body) = body else { return response };
+    if body.is_end_stream() {
+        return response;
+    }
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return close(response);
+    }
+    let small = HttpBody::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= DRAIN_MAX_BYTES);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let discard = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
+    });
+    if small { response } else { close(response) }
+}
+
+/// An answer after which the connection is closed (its body may be unread).
+pub fn close(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A request body let in to be read: its encoding, the body, and its share
@@ -79,10 +111,13 @@ pub struct AdmittedBody {
 }
 
 /// Judges a body on its headers alone, before a byte is read: a declared
-/// length over `limit` (413; the body is dropped, the connection closed), its
-/// `Content-Type`, then a share of the body budget (503 `overloaded`).
+/// length over `limit` (400 `body_too_large`, answered without reading the
+/// body, the connection closed), its `Content-Type`, then `holder`'s share of the body
+/// budget (503 `overloaded`): a declared length reserves its cost now, a
+/// chunked body as it arrives. The body is [`upload::metered`].
 pub fn admit_body(
     state: &AppState,
+    holder: &str,
     headers: &HeaderMap,
     body: &mut Option<Body>,
     limit: usize,
@@ -92,59 +127,62 @@ pub fn admit_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|n| n > limit as u64) {
-        // Not worth reading: the connection is closed after this answer.
-        body.take();
+        // Not worth reading: answer_unread closes the connection.
         return Err(InputError::BodyTooLarge { limit }.into());
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = body_kind(content_type)?;
-    let cost = BodyBudget::cost(declared_len, matches!(kind, BodyKind::Json));
-    let Some(share) = state.body_budget.try_reserve(cost) else {
+    let json = matches!(kind, BodyKind::Json);
+    let cost = BodyBudget::cost(declared_len.unwrap_or(0), json);
+    let Some(share) = state.body_budget.try_reserve(holder, cost) else {
         state.metrics.bodies_refused.inc();
-        return Err(FacesError::Overloaded.into());
+        return Err(InputError::BodyBudgetSpent.into());
     };
     Ok(AdmittedBody {
         kind,
-        body: body.take().unwrap_or_default(),
+        body: upload::metered(body.take().unwrap_or_default(), share.clone(), json),
         share,
     })
 }
 
 /// The native API's frame around a route's `work`: `x-api-key`, then the
 /// organisation's rate limit (every authenticated request counts), then the
-/// work. Any error is answered after the unread body (at most `limit` bytes)
-/// is drained; every answer to a known organisation carries the rate-limit
-/// headers and its org tag.
+/// work. Any error is answered by [`answer_unread`]; a 408 (the body came
+/// too slowly) always closes the connection. Every answer to a known
+/// organisation carries the rate-limit headers and its org tag.
 pub async fn with_api_key(
     state: &AppState,
     req: Request,
-    limit: usize,
     work: impl AsyncFnOnce(&Org, &HeaderMap, &mut Option<Body>) -> Result<Response, ApiError>,
 ) -> Response {
-    let answer_early = async |e: ApiError, body: Option<Body>| {
-        drain(body, limit).await;
-        e.into_response()
-    };
     let (parts, body) = req.into_parts();
+    let answer_early = |e: ApiError, body: Option<Body>| {
+        let response = answer_unread(e.into_response(), &parts, body);
+        if response.status() == http::StatusCode::REQUEST_TIMEOUT {
+            close(response)
+        } else {
+            response
+        }
+    };
     let mut body = Some(body);
     let org = match authenticate(state, &parts.headers).await {
         Ok(org) => org,
-        Err(e) => return answer_early(e, body).await,
+        Err(e) => return answer_early(e, body),
     };
     let decision = match state.accounts.rate_check(&org).await {
         Ok(d) => d,
-        Err(e) => return with_org(answer_early(e.into(), body).await, &org),
+        Err(e) => return with_org(answer_early(e.into(), body), &org),
     };
     let mut response = if decision.allowed {
         match work(&org, &parts.headers, &mut body).await {
             Ok(r) => r,
-            Err(e) => answer_early(e, body).await,
+            Err(e) => answer_early(e, body),
         }
     } else {
         let e = ApiError::rate_limited(&org.rate_limit, decision.retry_after_secs);
-        answer_early(e, body).await
+        answer_early(e, body)
     };
     response.headers_mut().extend(rate_limit_headers(&decision));
     with_org(response, &org)

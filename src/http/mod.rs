@@ -3,6 +3,8 @@
 //!
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`exchange`]: what every API route does around its work (own task, draining, org tag).
+//! - [`body_budget`], [`upload`]: the bytes bodies may hold (a fair share per
+//!   organisation) and the body reader (reservation as bytes arrive, minimum rate).
 //! - [`auth`]: `x-api-key` and the rate-limit headers.
 //! - [`compare`]: `POST /v1/face/compare`.
 //! - [`detect`]: `POST /v1/face/detect` (face boxes of one image, uncharged).
@@ -40,6 +42,7 @@ pub mod exchange;
 pub mod health_metrics;
 pub mod rekognition;
 pub mod try_page;
+pub mod upload;
 
 use error::{ApiError, REQUEST_ID};
 
@@ -155,10 +158,20 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .copied()
         .unwrap_or("other");
     let span = tracing::info_span!("request", request_id = %id);
+    // Dropped unanswered when the client goes away first (hyper drops this
+    // future): that request is still logged and counted, as 499.
+    let mut unanswered = Unanswered {
+        state: Some(state.clone()),
+        route,
+        method: method.clone(),
+        started,
+        span: span.clone(),
+    };
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(req))
         .instrument(span.clone())
         .await;
+    unanswered.state = None;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -183,6 +196,40 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         }
     });
     response
+}
+
+/// Logs and counts a request whose client closed the connection before the
+/// answer (status 499, `client_closed_request`), unless disarmed.
+struct Unanswered {
+    state: Option<Arc<AppState>>,
+    route: &'static str,
+    method: http::Method,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        let (route, method) = (self.route, &self.method);
+        state
+            .metrics
+            .observe_request(route, 499, elapsed.as_secs_f64());
+        let latency_ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+        self.span.in_scope(|| {
+            tracing::warn!(
+                %method,
+                route,
+                status = 499,
+                latency_ms,
+                error = crate::error_codes::CLIENT_CLOSED_REQUEST.code,
+                "request: the client closed the connection before the answer"
+            );
+        });
+    }
 }
 
 /// `facecompare serve`: load the core ([`App`]), bind, open the database

@@ -101,9 +101,7 @@ async fn read_json<const N: usize>(
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| InputError::InvalidBody {
-            message: "the request body could not be read".into(),
-        })?;
+        let chunk = chunk.map_err(|e| InputError::read_failed(&e))?;
         if buf.len() + chunk.len() > limit {
             return Err(InputError::BodyTooLarge { limit });
         }
@@ -245,9 +243,7 @@ async fn classify_owned(field: &'static str, s: String) -> Result<ImageInput, In
 fn map_multer(e: multer::Error, limit: usize) -> InputError {
     match e {
         multer::Error::StreamSizeExceeded { .. } => InputError::BodyTooLarge { limit },
-        multer::Error::StreamReadFailed(_) => InputError::InvalidBody {
-            message: "the request body could not be read".into(),
-        },
+        multer::Error::StreamReadFailed(e) => InputError::read_failed(&*e),
         other => InputError::InvalidBody {
             message: format!("invalid multipart body: {other}"),
         },
@@ -301,7 +297,10 @@ async fn read_multipart<const N: usize>(
         // sending, gets this answer rather than a reset connection.
         if !matches!(
             e,
-            InputError::BodyTooLarge { .. } | InputError::InvalidBody { .. }
+            InputError::BodyTooLarge { .. }
+                | InputError::InvalidBody { .. }
+                | InputError::BodyTooSlow { .. }
+                | InputError::BodyBudgetSpent
         ) {
             while let Ok(Some(mut part)) = mp.next_field().await {
                 while let Ok(Some(_)) = part.chunk().await {}

@@ -83,6 +83,16 @@ pub enum InputError {
     UnsupportedContentType { content_type: String },
     #[error("the request body is larger than {} MB", mb(*limit as u64))]
     BodyTooLarge { limit: usize },
+    /// The body arrived slower than the minimum upload rate.
+    #[error(
+        "the request body arrived too slowly: after {grace_secs} s it must have averaged at least {min_kib_per_s} KiB/s"
+    )]
+    BodyTooSlow { min_kib_per_s: u64, grace_secs: u64 },
+    /// The body budget (or the organisation's share of it) is spent: retry shortly.
+    #[error(
+        "the server holds too many request bodies (this organisation's share or the whole budget); retry shortly"
+    )]
+    BodyBudgetSpent,
     #[error("{field}: missing; send both fields source and target{hint}")]
     MissingField { field: String, hint: String },
     /// The one image of a single-image body (`POST /v1/face/detect`) is missing.
@@ -150,7 +160,35 @@ fn unsupported_message(detected: Option<&'static str>) -> String {
     }
 }
 
+/// The error a body stream yields when the server stops reading it (too
+/// slow, budget spent): the readers turn it back into its [`InputError`].
+#[derive(Debug)]
+pub struct BodyStopped(pub InputError);
+
+impl std::fmt::Display for BodyStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyStopped {}
+
 impl InputError {
+    /// What a failed body read means: the server's own [`BodyStopped`]
+    /// (anywhere in the error's chain), else an unreadable body.
+    pub fn read_failed(e: &(dyn std::error::Error + 'static)) -> InputError {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(BodyStopped(stopped)) = err.downcast_ref::<BodyStopped>() {
+                return stopped.clone();
+            }
+            cur = err.source();
+        }
+        InputError::InvalidBody {
+            message: "the request body could not be read".into(),
+        }
+    }
+
     /// The error kind of the catalogue: its code and its status (400 for bad
     /// input, 403 for S3 keys the org may not read or that do not exist, 503
     /// when the store is down).
@@ -159,6 +197,8 @@ impl InputError {
             InputError::InvalidBody { .. } => error_codes::INVALID_BODY,
             InputError::UnsupportedContentType { .. } => error_codes::UNSUPPORTED_CONTENT_TYPE,
             InputError::BodyTooLarge { .. } => error_codes::BODY_TOO_LARGE,
+            InputError::BodyTooSlow { .. } => error_codes::BODY_TOO_SLOW,
+            InputError::BodyBudgetSpent => error_codes::OVERLOADED,
             InputError::MissingField { .. } | InputError::MissingImage { .. } => {
                 error_codes::MISSING_FIELD
             }
@@ -189,7 +229,9 @@ impl InputError {
         match self {
             InputError::InvalidBody { .. }
             | InputError::UnsupportedContentType { .. }
-            | InputError::BodyTooLarge { .. } => None,
+            | InputError::BodyTooLarge { .. }
+            | InputError::BodyTooSlow { .. }
+            | InputError::BodyBudgetSpent => None,
             InputError::MissingField { field, .. }
             | InputError::MissingImage { field, .. }
             | InputError::S3NotAccepted { field }

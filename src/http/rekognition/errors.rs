@@ -41,6 +41,7 @@ aws_types! {
     UNKNOWN_OPERATION = BAD_REQUEST "UnknownOperationException";
     INCOMPLETE_SIGNATURE = BAD_REQUEST "IncompleteSignatureException";
     REQUEST_CANCELED = BAD_REQUEST "RequestCanceled";
+    REQUEST_TIMEOUT = REQUEST_TIMEOUT "RequestTimeoutException";
     MISSING_AUTHENTICATION_TOKEN = FORBIDDEN "MissingAuthenticationTokenException";
     INVALID_SIGNATURE = FORBIDDEN "InvalidSignatureException";
     UNRECOGNIZED_CLIENT = FORBIDDEN "UnrecognizedClientException";
@@ -173,6 +174,12 @@ fn renamed(field: &str, message: &str) -> String {
     }
 }
 
+impl From<InputError> for AwsError {
+    fn from(e: InputError) -> Self {
+        from_input(e)
+    }
+}
+
 fn from_input(e: InputError) -> AwsError {
     let message = match e.field() {
         Some(field) => renamed(field, &e.to_string()),
@@ -186,6 +193,8 @@ fn from_input(e: InputError) -> AwsError {
         | InputError::S3NotFound { .. }
         | InputError::S3NotConfigured { .. } => AwsError::new(INVALID_S3_OBJECT, message),
         InputError::S3Unavailable { .. } => AwsError::unavailable(message, S3_RETRY_AFTER_SECS),
+        InputError::BodyBudgetSpent => AwsError::throttling(message, 1),
+        InputError::BodyTooSlow { .. } => AwsError::new(REQUEST_TIMEOUT, message),
         InputError::UnsupportedImageFormat { .. }
         | InputError::EmptyField { .. }
         | InputError::InvalidBase64 { .. } => AwsError::invalid_image_format(message),

@@ -3,9 +3,10 @@
 //! AWS SDKs work with `endpoint_url` pointed here.
 //!
 //! Order: SigV4 header, date and access key (before any body byte is read)
-//! → body (bounded by size, the body budget and the deadline) → signature
-//! (it covers the body's hash) → target → rate limit (every authenticated
-//! request counts) → parse → the shared compare operation (balance, S3,
+//! → declared size → rate limit (every request with a known key id counts,
+//! before any byte is reserved) → body (the organisation's share of the body
+//! budget, the minimum upload rate, the deadline) → signature (it covers the
+//! body's hash) → target → parse → the shared compare operation (balance, S3,
 //! engine, charge) → Rekognition response.
 //!
 //! - [`sigv4`]: signature verification.
@@ -25,12 +26,12 @@ use tokio::{sync::oneshot, time::timeout_at};
 
 use super::{
     AppState, auth::rate_limit_headers, body_budget::BodyBudget, error::current_request_id,
-    exchange,
+    exchange, upload,
 };
 use crate::{
     accounts::{Org, SigningKeys},
-    faces::{Comparison, FacesError},
-    inputs::CompareInputs,
+    faces::Comparison,
+    inputs::{CompareInputs, InputError},
     operations::compare::{self as operation, CompareError, CompareRequest, Outcome},
 };
 
@@ -61,11 +62,11 @@ async fn run(
     // hold a body in memory. The signature itself needs the body's hash.
     let (org, auth) = match known_key(&state, &parts).await {
         Ok(found) => found,
-        Err(e) => {
-            // Read and dropped (bounded), so a client still sending gets the answer.
-            exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
-            return e.into_response();
-        }
+        Err(e) => return exchange::answer_unread(e.into_response(), &parts, Some(body)),
+    };
+    let answer_early = |e: AwsError, body: Option<Body>| {
+        let response = exchange::answer_unread(e.into_response(), &parts, body);
+        exchange::with_org(response, &org)
     };
     let declared_len = parts
         .headers
@@ -73,37 +74,50 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|n| n > model::MAX_AWS_BODY_BYTES as u64) {
-        // Not worth reading: the connection is closed after this answer.
+        // Not worth reading: answer_unread closes the connection.
         let e = AwsError::image_too_large(format!(
             "the request body is larger than {} bytes (two 5 MB images in base64)",
             model::MAX_AWS_BODY_BYTES
         ));
-        return exchange::with_org(close(e.into_response()), &org);
+        return answer_early(e, Some(body));
+    }
+    // The rate limit before any byte is reserved: whoever knows an access key
+    // id (with or without its secret) spends that organisation's requests and
+    // its share of the body budget, never the others'.
+    let decision = match state.accounts.rate_check(&org).await {
+        Ok(d) => d,
+        Err(e) => return answer_early(AwsError::from(e), Some(body)),
+    };
+    let with_rate = |mut response: Response| {
+        response.headers_mut().extend(rate_limit_headers(&decision));
+        response
+    };
+    if !decision.allowed {
+        let e = AwsError::throttling(
+            format!(
+                "Rate exceeded: the organisation's limit is {}",
+                org.rate_limit
+            ),
+            decision.retry_after_secs,
+        );
+        return with_rate(answer_early(e, Some(body)));
     }
     // Held until the compare ends: the images live as long as it does.
-    let cost = BodyBudget::cost(
-        Some(declared_len.unwrap_or(model::MAX_AWS_BODY_BYTES as u64)),
-        true,
-    );
-    let Some(_body_share) = state.body_budget.try_reserve(cost) else {
+    let cost = BodyBudget::cost(declared_len.unwrap_or(0), true);
+    let Some(body_share) = state.body_budget.try_reserve(&org.id, cost) else {
         state.metrics.bodies_refused.inc();
-        exchange::drain(Some(body), model::MAX_AWS_BODY_BYTES).await;
-        let e = AwsError::from(CompareError::Faces(FacesError::Overloaded));
-        return exchange::with_org(e.into_response(), &org);
+        return with_rate(answer_early(InputError::BodyBudgetSpent.into(), Some(body)));
     };
+    let body = upload::metered(body, body_share.clone(), true);
     let body = match timeout_at(deadline, read_body(body)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return exchange::with_org(close(e.into_response()), &org),
-        Err(_) => {
-            return exchange::with_org(
-                AwsError::from(CompareError::TimedOut).into_response(),
-                &org,
-            );
-        }
+        // The body is half read: the connection cannot be reused.
+        Ok(Err(e)) => return exchange::close(with_rate(answer_early(e, None))),
+        Err(_) => return with_rate(answer_early(CompareError::TimedOut.into(), None)),
     };
 
     if let Err(e) = verify_signature(&state, &parts, &auth, &body) {
-        return exchange::with_org(e.into_response(), &org);
+        return with_rate(answer_early(e, None));
     }
     let target = parts
         .headers
@@ -117,53 +131,35 @@ async fn run(
                 t.chars().take(80).collect::<String>()
             ))
         ));
-        return exchange::with_org(e.into_response(), &org);
+        return with_rate(answer_early(e, None));
     }
-    let decision = match state.accounts.rate_check(&org).await {
-        Ok(d) => d,
-        Err(e) => return exchange::with_org(AwsError::from(e).into_response(), &org),
+    let response = match compare(
+        &state,
+        &org,
+        &parts.headers,
+        body,
+        deadline,
+        &mut client_gone,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
     };
-    let mut response = if decision.allowed {
-        match compare(
-            &state,
-            &org,
-            &parts.headers,
-            body,
-            deadline,
-            &mut client_gone,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        }
-    } else {
-        AwsError::throttling(
-            format!(
-                "Rate exceeded: the organisation's limit is {}",
-                org.rate_limit
-            ),
-            decision.retry_after_secs,
-        )
-        .into_response()
-    };
-    response.headers_mut().extend(rate_limit_headers(&decision));
-    exchange::with_org(response, &org)
-}
-
-/// An answer after which the connection is closed (the body may be unread).
-fn close(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+    drop(body_share);
+    with_rate(exchange::with_org(response, &org))
 }
 
 async fn read_body(body: Body) -> Result<Bytes, AwsError> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|_| AwsError::serialization("the request body could not be read"))?;
+        let chunk = chunk.map_err(|e| match InputError::read_failed(&e) {
+            InputError::InvalidBody { .. } => {
+                AwsError::serialization("the request body could not be read")
+            }
+            stopped => AwsError::from(stopped),
+        })?;
         if buf.len() + chunk.len() > model::MAX_AWS_BODY_BYTES {
             return Err(AwsError::image_too_large(format!(
                 "the request body is larger than {} bytes (two 5 MB images in base64)",
