@@ -388,8 +388,9 @@ impl Config {
                 p @ 1..=100 => p,
                 p => bail!("FACECOMPARE_QUEUE_ORG_SHARE_PERCENT: {p} is not 1 to 100"),
             },
-            decode_budget_bytes: (parse_var("FACECOMPARE_DECODE_BUDGET_MB", 192u64)? << 20)
-                .max(crate::faces::decode::MAX_DECODE_BYTES),
+            // Floored at one largest decode by `DecodeBudget::new` (faces sits above config).
+            decode_budget_bytes: parse_var("FACECOMPARE_DECODE_BUDGET_MB", 192u64)?
+                .saturating_mul(1 << 20),
             default_org_tokens: parse_var("FACECOMPARE_DEFAULT_ORG_TOKENS", 1000i64)?,
             request_timeout: Duration::from_secs(parse_var(
                 "FACECOMPARE_REQUEST_TIMEOUT_S",

@@ -12,7 +12,10 @@ use image::RgbImage;
 
 use super::{
     age::AgeEstimator,
-    decode::{self, DecodeError, budget::DecodeBudget},
+    decode::{
+        self, DecodeError,
+        budget::{DecodeBudget, Gate},
+    },
     detect::{Detector, Face},
     embed::Embedder,
     pack::Pack,
@@ -169,7 +172,10 @@ impl Models {
             decode::WORKING_SIDE,
             depth,
             abandoned,
-            Some(memory),
+            Some(Gate {
+                budget: memory,
+                abandoned,
+            }),
         )
     }
 
@@ -192,7 +198,7 @@ impl Models {
         working_side: u32,
         depth: Depth,
         abandoned: &AtomicBool,
-        memory: Option<&DecodeBudget>,
+        memory: Option<Gate<'_>>,
     ) -> Result<Analysis, AnalyzeError> {
         let checkpoint = || {
             if abandoned.load(Ordering::Relaxed) {
@@ -202,7 +208,10 @@ impl Models {
             }
         };
         let t0 = Instant::now();
-        let decoded = decode::decode_within(bytes, working_side, memory)?;
+        let decoded = decode::decode_within(bytes, working_side, memory).map_err(|e| match e {
+            DecodeError::Abandoned => AnalyzeError::Abandoned,
+            e => AnalyzeError::Decode(e),
+        })?;
         let scale_denominator = decoded.scale_denominator;
         checkpoint()?;
         let t1 = Instant::now();

@@ -6,7 +6,26 @@
 //! so peak memory grew with the worker count (two workers, two 192 MB
 //! decodes). With one budget for the process, decodes that fit run side by
 //! side and a large one waits for memory instead of adding to the peak.
-use std::sync::{Condvar, Mutex};
+use std::{
+    sync::{
+        Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use super::DecodeError;
+
+/// How often a decode waiting for memory looks whether its caller gave up.
+const ABANDON_POLL: Duration = Duration::from_millis(50);
+
+/// The budget as one job sees it: its caller's abandon flag ends a wait, so
+/// a request that has given up does not decode once for nobody.
+#[derive(Clone, Copy)]
+pub struct Gate<'a> {
+    pub budget: &'a DecodeBudget,
+    pub abandoned: &'a AtomicBool,
+}
 
 pub struct DecodeBudget {
     total: u64,
@@ -59,32 +78,51 @@ impl DecodeBudget {
     /// hold too much. Only inference workers call this, at most one take
     /// each at a time, so a wait always ends when some decode returns.
     pub fn take(&self, bytes: u64) -> Held<'_> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        self.take_unless(bytes, &NEVER)
+            .expect("a wait that is never abandoned ends with the bytes")
+    }
+
+    /// As [`DecodeBudget::take`], but gives up (None) once `abandoned` is set
+    /// while it waits.
+    pub fn take_unless(&self, bytes: u64, abandoned: &AtomicBool) -> Option<Held<'_>> {
         let bytes = bytes.min(self.total);
         let _turn = self.turnstile.lock().unwrap_or_else(|e| e.into_inner());
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if *free < bytes {
             crate::telemetry::DECODE_MEMORY_WAITS.inc();
             while *free < bytes {
-                free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+                if abandoned.load(Ordering::Relaxed) {
+                    return None;
+                }
+                free = self
+                    .freed
+                    .wait_timeout(free, ABANDON_POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
         *free -= bytes;
-        Held {
+        Some(Held {
             budget: Some(self),
             bytes,
-        }
+        })
     }
 }
 
-/// Takes from `budget` when there is one (the server's workers); decodes
-/// outside the server (CLI, benchmarks, tests) are bounded per image only.
-pub fn take(budget: Option<&DecodeBudget>, bytes: u64) -> Held<'_> {
-    match budget {
-        Some(b) => b.take(bytes),
-        None => Held {
+/// Takes from the gate's budget when there is one (the server's workers);
+/// decodes outside the server (CLI, benchmarks, tests) are bounded per image
+/// only. [`DecodeError::Abandoned`] when the caller gave up while it waited.
+pub fn take(gate: Option<Gate<'_>>, bytes: u64) -> Result<Held<'_>, DecodeError> {
+    match gate {
+        Some(g) => g
+            .budget
+            .take_unless(bytes, g.abandoned)
+            .ok_or(DecodeError::Abandoned),
+        None => Ok(Held {
             budget: None,
             bytes: 0,
-        },
+        }),
     }
 }
 
@@ -129,8 +167,40 @@ mod tests {
         let all = b.take(u64::MAX);
         assert_eq!(b.in_use(), b.total());
         drop(all);
-        let none = take(None, u64::MAX);
+        let none = take(None, u64::MAX).unwrap();
         drop(none);
+        assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn a_wait_ends_when_its_caller_gives_up() {
+        let b = Arc::new(DecodeBudget::new(200 * MB));
+        let held = b.take(150 * MB);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let (b, abandoned) = (Arc::clone(&b), Arc::clone(&abandoned));
+            std::thread::spawn(move || {
+                let gate = Gate {
+                    budget: &b,
+                    abandoned: &abandoned,
+                };
+                tx.send(matches!(
+                    take(Some(gate), 100 * MB),
+                    Err(DecodeError::Abandoned)
+                ))
+                .unwrap();
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "waits"
+        );
+        abandoned.store(true, Ordering::Relaxed);
+        assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "gave up");
+        waiter.join().unwrap();
+        assert_eq!(b.in_use(), 150 * MB, "nothing taken for the abandoned wait");
+        drop(held);
         assert_eq!(b.in_use(), 0);
     }
 }

@@ -12,7 +12,7 @@ use std::io::Cursor;
 use image::{RgbImage, metadata::Orientation};
 
 use super::{
-    DecodeError, Decoded, MAX_DECODE_BYTES, budget, budget::DecodeBudget, check_size, orient, turbo,
+    DecodeError, Decoded, MAX_DECODE_BYTES, budget, budget::Gate, check_size, orient, turbo,
 };
 
 /// Most scans accepted. Encoders write 1 (baseline), 6–12 (libjpeg and
@@ -202,14 +202,14 @@ pub fn scale_for(width: u32, height: u32, working_side: u32) -> u32 {
 pub fn decode(
     bytes: &[u8],
     working_side: u32,
-    memory: Option<&DecodeBudget>,
+    memory: Option<Gate<'_>>,
 ) -> Result<Decoded, DecodeError> {
     let s = survey(bytes)?;
     let denom = scale_for(s.width, s.height, working_side);
     if s.width > 0 && s.height > 0 && matches!(s.components, 1 | 3) {
         check_size(s.width as u64, s.height as u64)?;
         let need = check_budget(&s, denom)?;
-        let _held = budget::take(memory, need);
+        let _held = budget::take(memory, need)?;
         // A file libjpeg-turbo refuses (it also stops at what it only warns
         // about, such as stray bytes before the end marker, which browsers
         // show) still gets jpeg-decoder's answer; both decodes are within
@@ -249,7 +249,7 @@ pub fn decode_scaled(
     bytes: &[u8],
     mut survey: Survey,
     working_side: u32,
-    memory: Option<&DecodeBudget>,
+    memory: Option<Gate<'_>>,
 ) -> Result<Decoded, DecodeError> {
     let corrupt = |e: jpeg_decoder::Error| DecodeError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
@@ -273,7 +273,7 @@ pub fn decode_scaled(
     // The frame jpeg-decoder reads is the one it will decode.
     (survey.width, survey.height) = (w, h);
     let need = check_budget(&survey, denom)?;
-    let _held = budget::take(memory, need);
+    let _held = budget::take(memory, need)?;
     let pixels = dec.decode().map_err(corrupt)?;
     let info = dec
         .info()

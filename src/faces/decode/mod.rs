@@ -16,7 +16,7 @@ mod jpeg;
 mod png;
 mod turbo;
 
-use budget::DecodeBudget;
+use budget::Gate;
 
 use image::{
     ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
@@ -68,6 +68,10 @@ pub enum DecodeError {
     TooComplex(String),
     #[error("image could not be decoded: {0}")]
     Corrupt(String),
+    /// The caller gave up while the decode waited for memory (server
+    /// workers only; the pipeline turns it into its own `Abandoned`).
+    #[error("the request gave up before the image was decoded")]
+    Abandoned,
 }
 
 /// `0×0` stands for "declared larger than the decoder accepts".
@@ -89,6 +93,8 @@ impl DecodeError {
             | DecodeError::TooMuchMemory { .. } => error_codes::IMAGE_DIMENSIONS_TOO_LARGE,
             DecodeError::TooComplex(_) => error_codes::IMAGE_TOO_COMPLEX,
             DecodeError::Corrupt(_) => error_codes::IMAGE_DECODE_FAILED,
+            // Never answered: nobody is waiting for this image any more.
+            DecodeError::Abandoned => error_codes::REQUEST_TIMEOUT,
         }
     }
 
@@ -156,7 +162,7 @@ pub fn decode_with(bytes: &[u8], working_side: u32) -> Result<Decoded, DecodeErr
 pub fn decode_within(
     bytes: &[u8],
     working_side: u32,
-    memory: Option<&DecodeBudget>,
+    memory: Option<Gate<'_>>,
 ) -> Result<Decoded, DecodeError> {
     let format = sniff(bytes)?;
     // The bytes come from clients: a decoder bug on a crafted file must be a
@@ -179,7 +185,7 @@ pub fn decode_within(
 fn decode_webp(
     bytes: &[u8],
     working_side: u32,
-    memory: Option<&DecodeBudget>,
+    memory: Option<Gate<'_>>,
 ) -> Result<Decoded, DecodeError> {
     let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
     let mut reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::WebP);
@@ -219,7 +225,7 @@ fn decode_webp(
         });
     }
     let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
-    let held = budget::take(memory, need);
+    let held = budget::take(memory, need)?;
     let mut buf = vec![0u8; dec.total_bytes() as usize];
     dec.read_image(&mut buf).map_err(corrupt)?;
     // Area-averaged down by `image` (optimised even in debug builds), from

@@ -9,14 +9,14 @@ use image::metadata::Orientation;
 use png::{ColorType, Transformations};
 
 use super::{
-    DecodeError, Decoded, MAX_DECODE_BYTES, box_scale::BoxScaler, budget, budget::DecodeBudget,
-    check_size, orient, scale_for,
+    DecodeError, Decoded, MAX_DECODE_BYTES, box_scale::BoxScaler, budget, budget::Gate, check_size,
+    orient, scale_for,
 };
 
 pub fn decode(
     bytes: &[u8],
     working_side: u32,
-    memory: Option<&DecodeBudget>,
+    memory: Option<Gate<'_>>,
 ) -> Result<Decoded, DecodeError> {
     let corrupt = |e: png::DecodingError| match e {
         png::DecodingError::LimitsExceeded => DecodeError::TooMuchMemory {
@@ -68,7 +68,7 @@ pub fn decode(
                 bytes: need,
             });
         }
-        let _held = budget::take(memory, need + streamed);
+        let _held = budget::take(memory, need + streamed)?;
         let mut buf = vec![0; reader.output_buffer_size().unwrap_or(need as usize)];
         reader.next_frame(&mut buf).map_err(corrupt)?;
         let stride = w as usize * channels;
@@ -77,7 +77,7 @@ pub fn decode(
         }
         drop(buf);
     } else {
-        let _held = budget::take(memory, streamed);
+        let _held = budget::take(memory, streamed)?;
         while let Some(row) = reader.next_row().map_err(corrupt)? {
             scaler.push_row(row.data());
         }
