@@ -731,3 +731,68 @@ fn refusals_name_the_problem() {
         .collect();
     assert_eq!(left, ["mobilefacenet"], "{left:?}");
 }
+
+/// `--mean`, `--std` and `--template` are what the manifest records and
+/// what the embedder is fed (the fit moves with them), and malformed values
+/// are refused by flag.
+#[test]
+fn preprocessing_flags_are_recorded_and_used() {
+    if !local_or_skip() {
+        return;
+    }
+    let models = models_dir();
+    let m = models.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = fixture_pairs(tmp.path(), 100, 500, false);
+    let w600k = fixture_path("w600k_mbf.onnx");
+    let default = ok_json(&import(m, "plain", &w600k, &pairs, &[]), "default import");
+    // ArcFace's template one pixel to the right; a slightly different scale.
+    let template =
+        "39.2946,51.6963,74.5318,51.5014,57.0252,71.7366,42.5493,92.3655,71.7299,92.2041";
+    let fit = ok_json(
+        &import(
+            m,
+            "tuned",
+            &w600k,
+            &pairs,
+            &[
+                "--mean",
+                "127,127.5,128",
+                "--std",
+                "128",
+                "--template",
+                template,
+            ],
+        ),
+        "import with preprocessing flags",
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(m.join("tuned/manifest.json")).unwrap()).unwrap();
+    let e = &manifest["embedder"];
+    assert_eq!(e["mean"], serde_json::json!([127.0, 127.5, 128.0]), "{e}");
+    assert_eq!(e["std"], serde_json::json!([128.0, 128.0, 128.0]), "{e}");
+    let recorded: Vec<f64> = e["template"]
+        .as_array()
+        .expect("template")
+        .iter()
+        .flat_map(|p| p.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    let given: Vec<f64> = template.split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(recorded.len(), 10, "{e}");
+    for (r, g) in recorded.iter().zip(&given) {
+        assert!((r - g).abs() < 1e-3, "template {recorded:?} != {given:?}");
+    }
+    // The same pairs through other preprocessing give other cosines.
+    assert_ne!(
+        fit["cosine"]["genuineMin"], default["cosine"]["genuineMin"],
+        "the flags changed nothing: {fit} vs {default}"
+    );
+
+    for (flags, needle) in [
+        (&["--template", "1,2,3"][..], "--template: give 10 numbers"),
+        (&["--mean", "1,2"][..], "--mean: give 1 or 3 values"),
+        (&["--std", "0"][..], "--std: must not be 0"),
+    ] {
+        refused(&import(m, "x", &w600k, &pairs, flags), m, "x", &[needle]);
+    }
+}
