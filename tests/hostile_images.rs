@@ -549,7 +549,7 @@ async fn one_organisations_slow_uploads_leave_the_others_room() {
              x-amz-target: RekognitionService.CompareFaces\r\n\
              content-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\
              authorization: AWS4-HMAC-SHA256 Credential={key_id}/{day}/us-east-1/rekognition/aws4_request, \
-             SignedHeaders=host;x-amz-date, Signature={}\r\n\r\n{{",
+             SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\n\r\n{{",
             t.hour,
             t.minute,
             t.second,

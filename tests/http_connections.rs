@@ -309,7 +309,7 @@ async fn unread_bodies_do_not_hold_connections() {
          x-amz-target: RekognitionService.CompareFaces\r\n\
          content-type: application/x-amz-json-1.1\r\nContent-Length: 5000000\r\n\
          authorization: AWS4-HMAC-SHA256 Credential=AKIANOSUCHKEY000000/{day}/us-east-1/rekognition/aws4_request, \
-         SignedHeaders=host;x-amz-date, Signature={}\r\n\r\n{{",
+         SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\n\r\n{{",
         "0".repeat(64)
     );
     let (out, closed) = exchange_until_close(&a, req.as_bytes());
