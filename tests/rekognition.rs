@@ -178,7 +178,7 @@ async fn same_person_is_a_face_match_and_costs_one_token(b: Backend) {
             .await
             .expect("CompareFaces");
         assert_eq!(out.face_matches().len(), 1, "{out:?}");
-        let after = runs(&s.get("/metrics").await.text);
+        let after = runs(&s.metrics().await.text);
         assert!(after > before, "age passes run: {before} -> {after}");
     }
 }
