@@ -46,7 +46,7 @@ fn analyze_file_at(
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let idle = std::sync::atomic::AtomicBool::new(false);
     models
-        .analyze_unless(&bytes, max_faces, depth, &idle)
+        .analyze_unless(&bytes, max_faces, depth, &idle, None)
         .map_err(|e| match e {
             AnalyzeError::Decode(d) => anyhow::anyhow!("{}: {d} ({})", path.display(), d.code()),
             AnalyzeError::Engine(e) => e.context(format!("{}", path.display())),
@@ -276,6 +276,14 @@ pub(super) struct Pair {
     pub child: bool,
 }
 
+/// Where a pairs file's image paths are relative to: `--root`, else the
+/// file's own folder.
+pub(super) fn pairs_root(csv: &Path, root: Option<&Path>) -> PathBuf {
+    root.map(Path::to_path_buf)
+        .or_else(|| csv.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
 pub(super) fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
     let text =
         std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
@@ -328,13 +336,7 @@ pub(super) fn read_pairs(csv: &Path, root: &Path) -> anyhow::Result<Vec<Pair>> {
 
 pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
     let (config, pack) = load_pack(&args.pack)?;
-    let root = args.root.clone().unwrap_or_else(|| {
-        args.pairs
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    });
-    let pairs = read_pairs(&args.pairs, &root)?;
+    let pairs = read_pairs(&args.pairs, &pairs_root(&args.pairs, args.root.as_deref()))?;
     let images: Vec<PathBuf> = pairs
         .iter()
         .flat_map(|p| [p.a.clone(), p.b.clone()])
@@ -572,8 +574,8 @@ fn bench_compares(
         let (mut lazy, mut full, mut ran) = (Vec::new(), Vec::new(), false);
         for _ in 0..iterations.max(1) {
             let t0 = Instant::now();
-            let s = models.analyze_unless(a, 1, Depth::Embeddings, &idle)?;
-            let t = models.analyze_unless(b, MAX_TARGET_FACES, Depth::Embeddings, &idle)?;
+            let s = models.analyze_unless(a, 1, Depth::Embeddings, &idle, None)?;
+            let t = models.analyze_unless(b, MAX_TARGET_FACES, Depth::Embeddings, &idle, None)?;
             ran = match age_pass::plan(&policy, &s, &t, threshold) {
                 Plan::Skip(_) => false,
                 Plan::Run(job) => {

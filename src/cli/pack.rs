@@ -13,7 +13,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use super::faces::{Pair, parallel_analyze, read_pairs};
+use super::faces::{Pair, pairs_root, parallel_analyze, read_pairs};
 use crate::{
     config::Config,
     faces::{
@@ -244,13 +244,10 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         );
     }
     // The pairs first: a file with too few is refused before any model runs.
-    let root = args.root.clone().unwrap_or_else(|| {
-        args.calibrate
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    });
-    let pairs = read_pairs(&args.calibrate, &root)?;
+    let pairs = read_pairs(
+        &args.calibrate,
+        &pairs_root(&args.calibrate, args.root.as_deref()),
+    )?;
     let (same, different) = count(&pairs);
     ensure!(
         same >= MIN_GENUINE && different >= MIN_IMPOSTOR,

@@ -138,44 +138,25 @@ impl Models {
     }
 
     /// As [`Models::analyze`], stopping at the next stage boundary once
-    /// `abandoned` is set (the request has given up on this image).
+    /// `abandoned` is set (the request has given up on this image); with
+    /// `memory` (the server's workers), the decode's buffers are taken from
+    /// that process-wide budget and a wait for it ends when `abandoned` is set.
     pub fn analyze_unless(
         &mut self,
         bytes: &[u8],
         max_faces: usize,
         depth: Depth,
         abandoned: &AtomicBool,
+        memory: Option<&DecodeBudget>,
     ) -> Result<Analysis, AnalyzeError> {
+        let gate = memory.map(|budget| Gate { budget, abandoned });
         self.run(
             bytes,
             max_faces,
             decode::WORKING_SIDE,
             depth,
             abandoned,
-            None,
-        )
-    }
-
-    /// As [`Models::analyze_unless`], the decode's memory taken from the
-    /// process-wide `memory` budget (the server's workers).
-    pub fn analyze_within(
-        &mut self,
-        bytes: &[u8],
-        max_faces: usize,
-        depth: Depth,
-        abandoned: &AtomicBool,
-        memory: &DecodeBudget,
-    ) -> Result<Analysis, AnalyzeError> {
-        self.run(
-            bytes,
-            max_faces,
-            decode::WORKING_SIDE,
-            depth,
-            abandoned,
-            Some(Gate {
-                budget: memory,
-                abandoned,
-            }),
+            gate,
         )
     }
 

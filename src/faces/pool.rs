@@ -324,7 +324,7 @@ impl Pool<Models> {
         let cost = cost::image(&bytes, depth);
         let memory = Arc::clone(&self.memory);
         self.run(place, cost, move |m, abandoned| {
-            m.analyze_within(&bytes, max_faces, depth, abandoned, &memory)
+            m.analyze_unless(&bytes, max_faces, depth, abandoned, Some(&memory))
         })
         .await
     }
